@@ -1,0 +1,147 @@
+"""POST /v1/chat/completions — OpenAI's chat API, streaming and not."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.response import Stream
+
+from gateway.api import sse
+from gateway.api.intake import (
+    audited,
+    authenticate,
+    new_request_id,
+    read_body,
+    unless_disconnected,
+)
+from gateway.api.sampling import refuse_unsupported, sampling_options
+from gateway.auth.api_keys import ApiKeyAuthenticator
+from gateway.errors import ClientDisconnected, EnclaveError, InvalidRequest
+from gateway.inference import InferenceRequest, InferenceService, JobRun
+from gateway.queue.protocol import ChatMessage
+from gateway.schemas.chat_completions import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessageIn,
+    Choice,
+    ChunkChoice,
+    ChunkDelta,
+    Usage,
+)
+from gateway.schemas.decoding import decode_body
+from gateway.settings import HttpSettings
+
+ENDPOINT = "/v1/chat/completions"
+
+
+def flatten_content(message: ChatMessageIn, index: int) -> str:
+    if message.content is None:
+        return ""
+    if isinstance(message.content, str):
+        return message.content
+    texts = []
+    for part in message.content:
+        if part.type != "text" or part.text is None:
+            raise InvalidRequest(
+                f"Content parts of type `{part.type}` are not supported by this model.",
+                param=f"messages[{index}].content",
+            )
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def to_inference_request(body: ChatCompletionRequest) -> InferenceRequest:
+    refuse_unsupported(
+        n=body.n,
+        logprobs=body.logprobs,
+        top_logprobs=body.top_logprobs,
+        logit_bias=body.logit_bias or None,
+        tools=body.tools,
+        tool_choice=body.tool_choice if body.tool_choice != "none" else None,
+        functions=body.functions,
+        function_call=body.function_call,
+        response_format=None if body.response_format in (None, {"type": "text"}) else "json",
+    )
+    messages = tuple(
+        ChatMessage(role=m.role, content=flatten_content(m, i)) for i, m in enumerate(body.messages)
+    )
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    return InferenceRequest(
+        endpoint=ENDPOINT,
+        model=body.model,
+        kind="chat",
+        sampling=sampling_options(body, max_tokens=max_tokens),
+        messages=messages,
+    )
+
+
+def _usage(run: JobRun) -> Usage:
+    return Usage(
+        run.prompt_tokens, run.completion_tokens, run.prompt_tokens + run.completion_tokens
+    )
+
+
+async def _stream(run: JobRun, body: ChatCompletionRequest) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+
+    def chunk(delta: ChunkDelta, finish_reason: str | None = None) -> bytes:
+        choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
+        return sse.frame(ChatCompletionChunk(run.request_id, created, body.model, [choice]))
+
+    try:
+        yield chunk(ChunkDelta(role="assistant", content=""))
+        async for text in run.deltas():
+            yield chunk(ChunkDelta(content=text))
+        yield chunk(ChunkDelta(), run.finish_reason or "stop")
+        if include_usage:
+            yield sse.frame(
+                ChatCompletionChunk(run.request_id, created, body.model, [], usage=_usage(run))
+            )
+        yield sse.DONE
+    except EnclaveError as exc:
+        yield sse.error_frame(exc)
+    finally:
+        if not run.is_settled:  # the client went away mid-stream
+            with anyio.CancelScope(shield=True):
+                await run.abandon()
+
+
+class ChatCompletionsController(Controller):
+    path = ENDPOINT
+
+    @post("", status_code=200)
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[ApiKeyAuthenticator],
+        http_settings: NamedDependency[HttpSettings],
+    ) -> Response[Any]:
+        async with audited(inference, new_request_id("chatcmpl"), ENDPOINT) as intake:
+            principal = await authenticate(request, authenticator, intake)
+            raw = await read_body(request, http_settings.max_body_bytes)
+            body = decode_body(raw, ChatCompletionRequest)
+            job = to_inference_request(body)
+            run = await unless_disconnected(
+                request, inference.open(principal, intake.request_id, job)
+            )
+        if body.stream:
+            return Stream(_stream(run, body), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        try:
+            await unless_disconnected(request, run.collect())
+        except ClientDisconnected:
+            await run.abandon()
+            raise
+        choice = Choice(0, AssistantMessage(run.text), run.finish_reason or "stop")
+        completion = ChatCompletion(
+            run.request_id, int(time.time()), body.model, [choice], _usage(run)
+        )
+        return Response(completion)

@@ -1,0 +1,91 @@
+"""What every inference endpoint does with an incoming request before its own work.
+
+Authenticate, read the body within the size limit, and audit any refusal; race slow work
+against the client going away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from litestar import Request
+from litestar.exceptions import ClientException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from gateway.auth.api_keys import ApiKeyAuthenticator, bearer_token
+from gateway.auth.principal import Principal
+from gateway.errors import ClientDisconnected, EnclaveError, InvalidRequest, PayloadTooLarge
+from gateway.inference import InferenceService
+
+T = TypeVar("T")
+
+
+def new_request_id(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex}"
+
+
+@dataclass
+class Intake:
+    request_id: str
+    endpoint: str
+    principal: Principal | None = None
+
+
+@contextlib.asynccontextmanager
+async def audited(
+    inference: InferenceService, request_id: str, endpoint: str
+) -> AsyncIterator[Intake]:
+    """Audit every refusal raised inside the block that no other record covers yet."""
+    intake = Intake(request_id=request_id, endpoint=endpoint)
+    try:
+        yield intake
+    except EnclaveError as exc:
+        if not exc.is_audited:
+            await inference.refuse(intake.principal, request_id, endpoint, exc)
+            exc.is_audited = True
+        raise
+
+
+async def authenticate(
+    request: Request[Any, Any, Any], authenticator: ApiKeyAuthenticator, intake: Intake
+) -> Principal:
+    principal = await authenticator.authenticate(bearer_token(request.headers.get("authorization")))
+    intake.principal = principal
+    return principal
+
+
+async def read_body(request: Request[Any, Any, Any], max_bytes: int) -> bytes:
+    try:
+        return await request.body()
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(f"The request body exceeds the limit of {max_bytes} bytes.") from None
+    except ClientException as exc:
+        raise InvalidRequest(str(exc.detail)) from None
+
+
+async def _wait_for_disconnect(request: Request[Any, Any, Any]) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+    """Await ``work``; cancel it and raise ClientDisconnected if the client goes away first."""
+    work_task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({work_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if work_task in done:
+        return work_task.result()
+    work_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await work_task
+    raise ClientDisconnected

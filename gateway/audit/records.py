@@ -1,0 +1,67 @@
+"""First-version audit write path: the one module that appends audit records.
+
+Fail closed: any failure to write raises AuditUnavailable, and callers refuse the request
+before the model is called. Records hold SHA-256 digests of prompts and answers, never text.
+The tamper-evident chain replaces this module in its own issue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db.models import AuditRecord
+from gateway.errors import AuditUnavailable
+
+logger = logging.getLogger("enclave.audit")
+
+AuditEvent = Literal["accepted", "outcome", "refused"]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    request_id: str
+    event: AuditEvent
+    endpoint: str
+    status: int
+    tenant_id: str | None = None
+    user_id: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    weights_digest: str | None = None
+    worker_id: str | None = None
+    error_code: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: int | None = None
+    prompt_sha256: str | None = None
+    answer_sha256: str | None = None
+
+
+class AuditLog:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def append(self, entry: AuditEntry) -> None:
+        """Append one record, committed before returning; raise AuditUnavailable otherwise."""
+        values = asdict(entry) | {"created_at": datetime.now(UTC)}
+        try:
+            async with self._sessions() as session:
+                await session.execute(insert(AuditRecord).values(**values))
+                await session.commit()
+        except Exception as exc:  # fail closed, whatever broke
+            logger.error("audit write failed: %s", type(exc).__name__)
+            raise AuditUnavailable(
+                "The audit log cannot be written; the request was not processed."
+            ) from exc

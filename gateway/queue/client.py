@@ -1,0 +1,159 @@
+"""The gateway's side of the queue: enqueue jobs, relay events from this replica's inbox.
+
+One dispatcher task per gateway process reads the replica's inbox stream and routes each
+event to the request waiting for it. Workers write to ``Job.reply_to``, so tokens travel
+back to the replica that holds the client's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.errors import GatewayTimeout, QueueUnavailable
+from gateway.queue.protocol import (
+    CANCEL_CHANNEL,
+    MESSAGE_FIELD,
+    Event,
+    Failed,
+    Finished,
+    Job,
+    WorkerInfo,
+    cancel_key,
+    decode_event,
+    decode_worker_info,
+    encode,
+    inbox_key,
+    jobs_stream_key,
+    worker_info_key,
+    workers_index_key,
+)
+
+logger = logging.getLogger("enclave.queue")
+
+INBOX_TTL_S = 3600
+CANCEL_TTL_S = 3600
+_READ_BLOCK_MS = 1000
+
+
+class RedisJobQueue:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        request_timeout_s: float,
+        worker_ttl_s: float,
+        gateway_id: str | None = None,
+    ) -> None:
+        self._redis = redis
+        self._request_timeout_s = request_timeout_s
+        self._worker_ttl_s = worker_ttl_s
+        self.gateway_id = gateway_id or uuid.uuid4().hex
+        self.inbox = inbox_key(self.gateway_id)
+        self._waiting: dict[str, asyncio.Queue[Event]] = {}
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._workers_cache: tuple[float, list[WorkerInfo]] = (0.0, [])
+
+    async def start(self) -> None:
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="enclave-inbox")
+
+    async def stop(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+
+    async def submit(self, job: Job) -> AsyncIterator[Event]:
+        """Enqueue a job; return its events, ending after Finished or Failed."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._waiting[job.id] = queue
+        try:
+            await self._redis.xadd(jobs_stream_key(job.model), {MESSAGE_FIELD: encode(job)})
+        except RedisError as exc:
+            self._waiting.pop(job.id, None)
+            raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
+        return self._events(job.id, queue)
+
+    async def _events(self, job_id: str, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), self._request_timeout_s)
+                except TimeoutError:
+                    raise GatewayTimeout(
+                        f"No response from a worker within {self._request_timeout_s:g} s."
+                    ) from None
+                yield event
+                if isinstance(event, Finished | Failed):
+                    return
+        finally:
+            self._waiting.pop(job_id, None)
+
+    async def cancel(self, job_id: str) -> None:
+        """Tell whichever worker holds (or will claim) the job to drop it."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(cancel_key(job_id), b"1", ex=CANCEL_TTL_S)
+                pipe.publish(CANCEL_CHANNEL, job_id)
+                await pipe.execute()
+        except RedisError:
+            logger.warning("could not publish cancel for %s", job_id)
+
+    async def live_workers(self) -> list[WorkerInfo]:
+        """Workers with a fresh heartbeat; cached for one second."""
+        cached_at, workers = self._workers_cache
+        now = time.time()
+        if now - cached_at < 1.0:
+            return workers
+        try:
+            ids: Any = await self._redis.zrangebyscore(
+                workers_index_key(), now - self._worker_ttl_s, "+inf"
+            )
+            keys = [worker_info_key(i.decode()) for i in ids]
+            blobs: list[Any] = await self._redis.mget(keys) if keys else []
+        except RedisError as exc:
+            raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
+        workers = [decode_worker_info(b) for b in blobs if b is not None]
+        workers = [w for w in workers if not w.draining]
+        self._workers_cache = (now, workers)
+        return workers
+
+    async def _dispatch(self) -> None:
+        last_id = b"0-0"
+        while True:
+            try:
+                await self._redis.expire(self.inbox, INBOX_TTL_S)
+                response: Any = await self._redis.xread(
+                    {self.inbox: last_id}, count=1000, block=_READ_BLOCK_MS
+                )
+            except RedisError:
+                logger.warning("inbox read failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            for _stream, entries in response:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    self._route(fields.get(MESSAGE_FIELD))
+            if response:
+                with contextlib.suppress(RedisError):
+                    await self._redis.xtrim(self.inbox, minid=last_id, approximate=True)
+
+    def _route(self, data: bytes | None) -> None:
+        if data is None:
+            return
+        try:
+            event = decode_event(data)
+        except Exception:
+            logger.warning("dropping undecodable event")
+            return
+        queue = self._waiting.get(event.job_id)
+        if queue is not None:
+            queue.put_nowait(event)

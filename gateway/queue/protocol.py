@@ -1,0 +1,171 @@
+"""The queue protocol shared by gateway and workers: job and event messages, Redis key names.
+
+Imports neither litestar, sqlalchemy nor vllm (a unit test proves it): workers import this
+module without pulling in the gateway's web and database stack.
+
+Wire format: msgpack (msgspec) in the field ``m`` of a Redis stream entry. Never pickle.
+
+    gateway ──XADD──▶ jobs stream (per model) ──XREADGROUP──▶ worker
+    worker ──XADD──▶ inbox stream (per gateway replica) ──XREAD──▶ gateway ──▶ client
+    gateway ──PUBLISH cancel channel + SET cancel key──▶ worker aborts the engine request
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+KEY_PREFIX = "enclave"
+WORKER_GROUP = "workers"
+CANCEL_CHANNEL = f"{KEY_PREFIX}:cancel"
+MESSAGE_FIELD = b"m"
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One chat turn, content already flattened to text by the gateway."""
+
+    role: str
+    content: str
+
+
+class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
+    """OpenAI sampling parameters, after validation; None means the engine default."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    ignore_eos: bool = False
+
+
+class Job(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One inference request, queued by a gateway for any worker serving ``model``."""
+
+    id: str
+    model: str
+    kind: Literal["chat", "completion"]
+    reply_to: str
+    tenant: str
+    sampling: SamplingOptions
+    enqueued_at: float
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str = ""
+    echo: bool = False
+
+
+class Started(msgspec.Struct, frozen=True, tag_field="event", tag="started"):
+    """The worker accepted the job and the prompt fits: tokens follow."""
+
+    job_id: str
+    worker_id: str
+    prompt_tokens: int
+    weights_digest: str
+
+
+class Delta(msgspec.Struct, frozen=True, tag_field="event", tag="delta"):
+    """New text, coalesced per engine step; ``completion_tokens`` is the running total."""
+
+    job_id: str
+    text: str
+    completion_tokens: int
+
+
+class Finished(msgspec.Struct, frozen=True, tag_field="event", tag="finished"):
+    """The job ended normally; the counts are the engine's own."""
+
+    job_id: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Failed(msgspec.Struct, frozen=True, tag_field="event", tag="failed"):
+    """The job ended with an error; ``status`` is the HTTP status a client should see."""
+
+    job_id: str
+    status: int
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+
+
+Event = Started | Delta | Finished | Failed
+
+_job_encoder = msgspec.msgpack.Encoder()
+_job_decoder = msgspec.msgpack.Decoder(Job)
+_event_decoder = msgspec.msgpack.Decoder(Event)
+
+
+def encode(message: Job | Event) -> bytes:
+    return _job_encoder.encode(message)
+
+
+def decode_job(data: bytes) -> Job:
+    return _job_decoder.decode(data)
+
+
+def decode_event(data: bytes) -> Event:
+    return _event_decoder.decode(data)
+
+
+# Every Redis key is built here, under one prefix.
+
+
+def jobs_stream_key(model: str) -> str:
+    return f"{KEY_PREFIX}:jobs:{model}"
+
+
+def inbox_key(gateway_id: str) -> str:
+    return f"{KEY_PREFIX}:inbox:{gateway_id}"
+
+
+def streamed_flag_key(job_id: str) -> str:
+    """Set before the first token leaves a worker: a reclaimed job with it set is not re-run."""
+    return f"{KEY_PREFIX}:job:{job_id}:streamed"
+
+
+def cancel_key(job_id: str) -> str:
+    """Set when the client went away, so a worker that claims the job later skips it."""
+    return f"{KEY_PREFIX}:job:{job_id}:cancel"
+
+
+def workers_index_key() -> str:
+    """Sorted set of worker ids scored by their last heartbeat (unix seconds)."""
+    return f"{KEY_PREFIX}:workers"
+
+
+def worker_info_key(worker_id: str) -> str:
+    return f"{KEY_PREFIX}:worker:{worker_id}"
+
+
+class WorkerInfo(msgspec.Struct, frozen=True):
+    """What a worker announces in its heartbeat."""
+
+    worker_id: str
+    model: str
+    max_context: int
+    weights_digest: str
+    capacity: int
+    running: int
+    pid: int
+    heartbeat_at: float
+    draining: bool = False
+
+
+_info_decoder = msgspec.json.Decoder(WorkerInfo)
+
+
+def encode_worker_info(info: WorkerInfo) -> bytes:
+    return msgspec.json.encode(info)
+
+
+def decode_worker_info(data: bytes) -> WorkerInfo:
+    return _info_decoder.decode(data)

@@ -1,0 +1,140 @@
+"""FakeEngine: an InferenceEngine for unit tests of the consumer, no model, no vllm.
+
+It behaves like VllmEngine where the consumer can tell: the context check happens before the
+first output, each step yields the new text of ``tokens_per_step`` tokens with a running
+completion count, the last output carries "stop" or "length" ("abort" after ``abort()``), and
+closing or cancelling the stream removes the request from ``num_unfinished()``.
+A token here is one word with its leading whitespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Callable
+from itertools import cycle, islice
+
+from gateway.queue.protocol import SamplingOptions
+from workers.engine import ChatPrompt, EngineInfo, EngineOutput, EngineRequestError, Prompt
+
+_TOKEN = re.compile(r"\s*\S+")
+
+
+def split_tokens(text: str) -> list[str]:
+    """The fake's tokenizer: words with their leading whitespace, so "".join() restores text."""
+    return _TOKEN.findall(text)
+
+
+def count_prompt_tokens(prompt: Prompt) -> int:
+    if isinstance(prompt, ChatPrompt):
+        return sum(len(split_tokens(m.content)) + 1 for m in prompt.messages)  # +1: role
+    return len(split_tokens(prompt.text))
+
+
+class FakeEngine:
+    """Replies with ``reply`` (a string, or a function of the prompt) in steps."""
+
+    def __init__(
+        self,
+        *,
+        reply: str | Callable[[Prompt], str] = "The capital of France is Paris.",
+        tokens_per_step: int = 1,
+        step_delay_s: float = 0.0,
+        max_context: int = 2048,
+        capacity: int = 4,
+        model: str = "fake-model",
+        weights_digest: str = "sha256:" + "0" * 64,
+    ) -> None:
+        self._reply = reply
+        self._tokens_per_step = tokens_per_step
+        self._step_delay_s = step_delay_s
+        self._info = EngineInfo(
+            model=model, max_context=max_context, capacity=capacity, weights_digest=weights_digest
+        )
+        self._running: set[str] = set()  # what num_unfinished() counts
+        self._abort_requested: set[str] = set()
+        self.requests: list[tuple[str, Prompt, SamplingOptions]] = []
+        self.aborted: list[str] = []  # ids aborted by abort(), close or cancellation
+        self.is_healthy = True
+        self.is_shut_down = False
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    async def generate(
+        self, request_id: str, prompt: Prompt, sampling: SamplingOptions
+    ) -> AsyncGenerator[EngineOutput, None]:
+        prompt_tokens = count_prompt_tokens(prompt)
+        budget = self._fit_max_tokens(prompt, prompt_tokens, sampling.max_tokens)
+        tokens, finish_reason = self._completion(prompt, sampling, budget)
+        self.requests.append((request_id, prompt, sampling))
+        self._running.add(request_id)
+        is_done = False
+        try:
+            for start in range(0, len(tokens), self._tokens_per_step):
+                await asyncio.sleep(self._step_delay_s)
+                if request_id in self._abort_requested:
+                    is_done = True  # like vLLM: a final output says why it ended
+                    yield EngineOutput("", prompt_tokens, start, finish_reason="abort")
+                    return
+                end = min(start + self._tokens_per_step, len(tokens))
+                is_last = end == len(tokens)
+                yield EngineOutput(
+                    text="".join(tokens[start:end]),
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=end,
+                    finish_reason=finish_reason if is_last else None,
+                )
+            is_done = True
+        finally:
+            self._running.discard(request_id)
+            if not is_done and request_id not in self._abort_requested:
+                self.aborted.append(request_id)
+            self._abort_requested.discard(request_id)
+
+    def _completion(
+        self, prompt: Prompt, sampling: SamplingOptions, budget: int
+    ) -> tuple[list[str], str]:
+        """The tokens to stream and the finish reason, as a real engine would end."""
+        reply = self._reply(prompt) if callable(self._reply) else self._reply
+        tokens = split_tokens(reply) or [""]
+        if sampling.ignore_eos:  # keep talking until the budget runs out
+            return list(islice(cycle(tokens), budget)), "length"
+        if len(tokens) > budget:
+            return tokens[:budget], "length"
+        return tokens, "stop"
+
+    def _fit_max_tokens(self, prompt: Prompt, prompt_tokens: int, max_tokens: int | None) -> int:
+        max_context = self._info.max_context
+        where = "messages" if isinstance(prompt, ChatPrompt) else "prompt"
+        if prompt_tokens >= max_context or (
+            max_tokens is not None and prompt_tokens + max_tokens > max_context
+        ):
+            completion = max_tokens or 0
+            raise EngineRequestError(
+                f"This model's maximum context length is {max_context} tokens. However, you "
+                f"requested {prompt_tokens + completion} tokens ({prompt_tokens} in the {where}, "
+                f"{completion} in the completion). Please reduce the length of the {where} "
+                "or completion.",
+                code="context_length_exceeded",
+                param=where if prompt_tokens >= max_context else "max_tokens",
+            )
+        return max_context - prompt_tokens if max_tokens is None else max_tokens
+
+    async def abort(self, request_id: str) -> None:
+        """Like vLLM: the engine forgets the request at once; its stream ends with "abort"."""
+        if request_id in self._running:
+            self._running.discard(request_id)
+            self._abort_requested.add(request_id)
+            self.aborted.append(request_id)
+
+    def num_unfinished(self) -> int:
+        return len(self._running)
+
+    async def check_health(self) -> None:
+        if not self.is_healthy:
+            raise RuntimeError("fake engine is dead")
+
+    def shutdown(self) -> None:
+        self.is_shut_down = True

@@ -1,0 +1,125 @@
+"""An in-process stack for integration tests: the real app on real PostgreSQL and Redis,
+with a real Consumer driving a FakeEngine (no model)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import uvicorn
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from gateway.app import create_app
+from gateway.auth.api_keys import create_key
+from gateway.db.migrate import upgrade_to_head
+from gateway.db.models import AuditRecord
+from gateway.db.session import create_engine, create_session_factory
+from gateway.settings import (
+    AuditSettings,
+    DatabaseSettings,
+    HttpSettings,
+    QueueSettings,
+    RedisSettings,
+    Settings,
+)
+from tests.fakes.engine import FakeEngine
+from workers.consumer import Consumer
+
+
+@dataclass
+class Stack:
+    client: httpx.AsyncClient
+    redis: Redis
+    engine: FakeEngine
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def key(
+        self, tenant: str = "acme", user: str = "alice", expires_at: datetime | None = None
+    ) -> str:
+        async with self.sessions() as session:
+            new = await create_key(session, tenant=tenant, user=user, expires_at=expires_at)
+        return new.plaintext
+
+    async def audit_rows(self) -> list[AuditRecord]:
+        async with self.sessions() as session:
+            return list(await session.scalars(select(AuditRecord).order_by(AuditRecord.id)))
+
+
+def stack_settings(database_url: str, redis_url: str, audit_url: str | None = None) -> Settings:
+    return Settings(
+        database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
+        audit=AuditSettings(database_url=audit_url),  # type: ignore[arg-type]
+        redis=RedisSettings(url=redis_url),  # type: ignore[arg-type]
+        http=HttpSettings(max_body_bytes=64 * 1024),
+        queue=QueueSettings(lease_timeout_s=1.0, request_timeout_s=30.0, worker_ttl_s=5.0),
+    )
+
+
+@contextlib.asynccontextmanager
+async def run_consumer(
+    redis: Redis, engine: FakeEngine, worker_id: str = "worker-1", **kwargs: Any
+) -> AsyncIterator[Consumer]:
+    consumer = Consumer(
+        redis, engine, worker_id=worker_id, lease_timeout_s=1.0, worker_ttl_s=5.0, **kwargs
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(consumer.ready.wait(), 10)
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """The app on a real HTTP server in this event loop, so disconnects are real."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)  # uvicorn offers no started event to await
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def open_stack(
+    database_url: str, redis_url: str, engine: FakeEngine, audit_url: str | None = None
+) -> AsyncIterator[Stack]:
+    await asyncio.to_thread(upgrade_to_head, database_url)
+    settings = stack_settings(database_url, redis_url, audit_url)
+    db = create_engine(database_url)
+    redis = Redis.from_url(redis_url)
+    try:
+        async with (
+            run_consumer(redis, engine),
+            serve(create_app(settings)) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+        ):
+            yield Stack(client, redis, engine, db, create_session_factory(db))
+    finally:
+        await redis.aclose()
+        await db.dispose()

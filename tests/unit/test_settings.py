@@ -1,0 +1,45 @@
+"""Settings: environment parsing, and bad configuration stops the process with status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gateway.settings import ConfigurationError, Settings, load_settings
+
+
+def test_nested_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_HTTP__PORT", "9123")
+    monkeypatch.setenv("ENCLAVE_QUEUE__LEASE_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("ENCLAVE_DATABASE__URL", "postgresql+asyncpg://u:p@db/enclave")
+    settings = load_settings()
+    assert settings.http.port == 9123
+    assert settings.queue.lease_timeout_s == 2.5
+    assert settings.database_url == "postgresql+asyncpg://u:p@db/enclave"
+    assert "u:p" not in repr(settings)  # secrets stay out of logs
+
+
+def test_defaults_are_the_embedded_ones(tmp_path: object) -> None:
+    settings = Settings(state_dir=tmp_path)
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.audit_database_url == settings.database_url
+
+
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_HTTP__PORT", "not-a-port")
+    with pytest.raises(ConfigurationError, match="ENCLAVE_HTTP__PORT"):
+        load_settings()
+
+
+def test_cli_exits_2_with_one_line_on_bad_configuration() -> None:
+    env = dict(os.environ, ENCLAVE_QUEUE__LEASE_TIMEOUT_S="-1")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "ENCLAVE_QUEUE__LEASE_TIMEOUT_S" in lines[0]

