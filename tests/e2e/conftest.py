@@ -1,0 +1,128 @@
+"""Real processes for end-to-end tests: a gateway and a vLLM worker on the demo model,
+PostgreSQL and Redis from the session fixtures, the official openai SDK as the client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+import pytest
+from sqlalchemy import make_url, select
+
+from gateway.auth.api_keys import create_key
+from gateway.db.migrate import upgrade_to_head
+from gateway.db.models import AuditRecord
+from gateway.db.session import create_engine, create_session_factory
+from gateway.settings import Settings
+from tests.conftest import admin_connection
+from tests.processes import DEMO_MODEL, Processes, worker_env
+from workers.models import pull_model
+
+LEASE_TIMEOUT_S = "3"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The shared e2e deployment: one gateway, one worker serving the demo model."""
+
+    base_url: str
+    database_url: str
+    redis_url: str
+    model_path: Path
+    processes: Processes
+    api_key: str
+
+    def client(self, api_key: str | None = None, **kwargs: object) -> openai.OpenAI:
+        options: dict[str, Any] = {"max_retries": 0, "timeout": 120.0, **kwargs}
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1", api_key=api_key or self.api_key, **options
+        )
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args],
+            env={**os.environ, **self.processes.env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    def create_key(self, expires_at: datetime | None = None) -> str:
+        async def create() -> str:
+            engine = create_engine(self.database_url)
+            try:
+                async with create_session_factory(engine)() as session:
+                    key = await create_key(session, tenant="e2e", user="bob", expires_at=expires_at)
+            finally:
+                await engine.dispose()
+            return key.plaintext
+
+        return asyncio.run(create())
+
+    def audit_rows(self, request_id: str | None = None) -> list[AuditRecord]:
+        async def read() -> list[AuditRecord]:
+            engine = create_engine(self.database_url)
+            try:
+                async with create_session_factory(engine)() as session:
+                    query = select(AuditRecord).order_by(AuditRecord.id)
+                    if request_id is not None:
+                        query = query.where(AuditRecord.request_id == request_id)
+                    return list(await session.scalars(query))
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(read())
+
+
+@pytest.fixture(scope="session")
+def e2e_redis_url(redis_url: str) -> str:
+    """Its own Redis database, so integration tests' FLUSHDB never touches it."""
+    return urlsplit(redis_url)._replace(path="/7").geturl()
+
+
+@pytest.fixture(scope="session")
+def e2e_database_url(postgres_url: str) -> Iterator[str]:
+    name = f"e2e_{uuid.uuid4().hex}"
+    with admin_connection(postgres_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    upgrade_to_head(url)
+    yield url
+    with admin_connection(postgres_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    e2e_database_url: str, e2e_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    model_path = pull_model(DEMO_MODEL, Settings().model_dir, progress=lambda _: None)
+    log_dir = tmp_path_factory.mktemp("e2e-logs")
+    env = worker_env(
+        e2e_redis_url,
+        ENCLAVE_DATABASE__URL=e2e_database_url,
+        ENCLAVE_STATE_DIR=str(log_dir),
+        ENCLAVE_QUEUE__LEASE_TIMEOUT_S=LEASE_TIMEOUT_S,
+        ENCLAVE_QUEUE__WORKER_TTL_S="5",
+        ENCLAVE_WORKER__MAX_NUM_SEQS="16",
+    )
+    processes = Processes(env=env, log_dir=log_dir)
+    try:
+        processes.worker(model_path, DEMO_MODEL, e2e_redis_url)
+        _, base_url = processes.gateway()
+        partial = Cluster(base_url, e2e_database_url, e2e_redis_url, model_path, processes, "")
+        key = partial.cli("keys", "create", "--tenant", "e2e", "--user", "alice")
+        yield Cluster(base_url, e2e_database_url, e2e_redis_url, model_path, processes, key)
+    finally:
+        processes.stop_all()
