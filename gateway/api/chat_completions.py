@@ -6,22 +6,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
 from gateway.api import sse
-from gateway.api.intake import (
-    audited,
-    authenticate,
-    new_request_id,
-    read_body,
-    unless_disconnected,
-)
+from gateway.api.intake import abandon_unless_settled, admit, collect
 from gateway.api.sampling import refuse_unsupported, sampling_options
 from gateway.auth.api_keys import ApiKeyAuthenticator
-from gateway.errors import ClientDisconnected, EnclaveError, InvalidRequest
+from gateway.errors import EnclaveError, InvalidRequest
 from gateway.inference import InferenceRequest, InferenceService, JobRun
 from gateway.queue.protocol import ChatMessage
 from gateway.schemas.chat_completions import (
@@ -35,7 +28,6 @@ from gateway.schemas.chat_completions import (
     ChunkDelta,
     Usage,
 )
-from gateway.schemas.decoding import decode_body
 from gateway.settings import HttpSettings
 
 ENDPOINT = "/v1/chat/completions"
@@ -109,9 +101,7 @@ async def _stream(run: JobRun, body: ChatCompletionRequest) -> AsyncIterator[byt
     except EnclaveError as exc:
         yield sse.error_frame(exc)
     finally:
-        if not run.is_settled:  # the client went away mid-stream
-            with anyio.CancelScope(shield=True):
-                await run.abandon()
+        await abandon_unless_settled(run)
 
 
 class ChatCompletionsController(Controller):
@@ -125,21 +115,19 @@ class ChatCompletionsController(Controller):
         authenticator: NamedDependency[ApiKeyAuthenticator],
         http_settings: NamedDependency[HttpSettings],
     ) -> Response[Any]:
-        async with audited(inference, new_request_id("chatcmpl"), ENDPOINT) as intake:
-            principal = await authenticate(request, authenticator, intake)
-            raw = await read_body(request, http_settings.max_body_bytes)
-            body = decode_body(raw, ChatCompletionRequest)
-            job = to_inference_request(body)
-            run = await unless_disconnected(
-                request, inference.open(principal, intake.request_id, job)
-            )
+        body, _, run = await admit(
+            request,
+            inference,
+            authenticator,
+            http_settings.max_body_bytes,
+            endpoint=ENDPOINT,
+            id_prefix="chatcmpl",
+            schema=ChatCompletionRequest,
+            convert=to_inference_request,
+        )
         if body.stream:
             return Stream(_stream(run, body), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-        try:
-            await unless_disconnected(request, run.collect())
-        except ClientDisconnected:
-            await run.abandon()
-            raise
+        await collect(request, run)
         choice = Choice(0, AssistantMessage(run.text), run.finish_reason or "stop")
         completion = ChatCompletion(
             run.request_id, int(time.time()), body.model, [choice], _usage(run)

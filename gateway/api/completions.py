@@ -6,20 +6,18 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
 from gateway.api import sse
-from gateway.api.intake import audited, authenticate, new_request_id, read_body, unless_disconnected
+from gateway.api.intake import abandon_unless_settled, admit, collect
 from gateway.api.sampling import refuse_unsupported, sampling_options
 from gateway.auth.api_keys import ApiKeyAuthenticator
-from gateway.errors import ClientDisconnected, EnclaveError, InvalidRequest
+from gateway.errors import EnclaveError, InvalidRequest
 from gateway.inference import InferenceRequest, InferenceService, JobRun
 from gateway.schemas.chat_completions import Usage
 from gateway.schemas.completions import Completion, CompletionChoice, CompletionRequest
-from gateway.schemas.decoding import decode_body
 from gateway.settings import HttpSettings
 
 ENDPOINT = "/v1/completions"
@@ -75,9 +73,7 @@ async def _stream(run: JobRun, body: CompletionRequest, prompt: str) -> AsyncIte
     except EnclaveError as exc:
         yield sse.error_frame(exc)
     finally:
-        if not run.is_settled:
-            with anyio.CancelScope(shield=True):
-                await run.abandon()
+        await abandon_unless_settled(run)
 
 
 class CompletionsController(Controller):
@@ -91,22 +87,20 @@ class CompletionsController(Controller):
         authenticator: NamedDependency[ApiKeyAuthenticator],
         http_settings: NamedDependency[HttpSettings],
     ) -> Response[Any]:
-        async with audited(inference, new_request_id("cmpl"), ENDPOINT) as intake:
-            principal = await authenticate(request, authenticator, intake)
-            raw = await read_body(request, http_settings.max_body_bytes)
-            body = decode_body(raw, CompletionRequest)
-            job = to_inference_request(body)
-            run = await unless_disconnected(
-                request, inference.open(principal, intake.request_id, job)
-            )
+        body, job, run = await admit(
+            request,
+            inference,
+            authenticator,
+            http_settings.max_body_bytes,
+            endpoint=ENDPOINT,
+            id_prefix="cmpl",
+            schema=CompletionRequest,
+            convert=to_inference_request,
+        )
         if body.stream:
             stream = _stream(run, body, job.prompt)
             return Stream(stream, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-        try:
-            await unless_disconnected(request, run.collect())
-        except ClientDisconnected:
-            await run.abandon()
-            raise
+        await collect(request, run)
         text = job.prompt + run.text if body.echo else run.text
         choice = CompletionChoice(text=text, index=0, finish_reason=run.finish_reason or "stop")
         completion = Completion(

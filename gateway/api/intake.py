@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 from litestar import Request
 from litestar.exceptions import ClientException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
@@ -20,9 +21,11 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from gateway.auth.api_keys import ApiKeyAuthenticator, bearer_token
 from gateway.auth.principal import Principal
 from gateway.errors import ClientDisconnected, EnclaveError, InvalidRequest, PayloadTooLarge
-from gateway.inference import InferenceService
+from gateway.inference import InferenceRequest, InferenceService, JobRun
+from gateway.schemas.decoding import decode_body
 
 T = TypeVar("T")
+B = TypeVar("B")
 
 
 def new_request_id(kind: str) -> str:
@@ -89,3 +92,39 @@ async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await work_task
     raise ClientDisconnected
+
+
+async def admit(
+    request: Request[Any, Any, Any],
+    inference: InferenceService,
+    authenticator: ApiKeyAuthenticator,
+    max_body_bytes: int,
+    *,
+    endpoint: str,
+    id_prefix: str,
+    schema: type[B],
+    convert: Callable[[B], InferenceRequest],
+) -> tuple[B, InferenceRequest, JobRun]:
+    """Authenticate, parse, audit and enqueue; return once a worker has started the job."""
+    async with audited(inference, new_request_id(id_prefix), endpoint) as intake:
+        principal = await authenticate(request, authenticator, intake)
+        body = decode_body(await read_body(request, max_body_bytes), schema)
+        job = convert(body)
+        run = await unless_disconnected(request, inference.open(principal, intake.request_id, job))
+    return body, job, run
+
+
+async def collect(request: Request[Any, Any, Any], run: JobRun) -> None:
+    """Wait for the whole answer; a client that leaves meanwhile cancels the job."""
+    try:
+        await unless_disconnected(request, run.collect())
+    except ClientDisconnected:
+        await run.abandon()
+        raise
+
+
+async def abandon_unless_settled(run: JobRun) -> None:
+    """End of a stream: if it ended early (the client went away), cancel and record it."""
+    if not run.is_settled:
+        with anyio.CancelScope(shield=True):  # the stream's own scope is being cancelled
+            await run.abandon()
