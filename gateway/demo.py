@@ -6,6 +6,7 @@ Reuses what exists (model, database, demo key); Ctrl-C stops every process it st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,6 +46,7 @@ def start_embedded_redis(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]
             str(state_dir),
         ],
         stdout=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while not socket_path.exists():
@@ -102,27 +104,37 @@ def wait_until_serving(base_url: str, key: str, children: list[subprocess.Popen[
     raise RuntimeError("the demo did not come up in time")
 
 
+_INSTRUCTIONS = """
+Enclave is serving {model} at {base_url}  (Ctrl-C stops everything)
+
+export OPENAI_API_KEY=$(cat {key_file})
+
+curl {base_url}/v1/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\
+  -H "Content-Type: application/json" \\
+  -d '{{"model": "{model}", "temperature": 0, "messages": {question}}}'
+
+.venv/bin/python - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="{base_url}/v1")  # reads OPENAI_API_KEY
+stream = client.chat.completions.create(model="{model}", stream=True, temperature=0,
+                                        messages={question})
+for chunk in stream:
+    print(chunk.choices[0].delta.content or "", end="", flush=True)
+print()
+EOF
+"""
+
+
 def print_instructions(base_url: str, key_file: Path) -> None:
-    print(
-        f"""
-Enclave is serving {DEMO_MODEL} at {base_url}  (Ctrl-C stops everything)
-
-  export OPENAI_API_KEY=$(cat {key_file})
-  curl {base_url}/v1/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\
-       -H "Content-Type: application/json" \\
-       -d '{{"model": "{DEMO_MODEL}",
-            "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
-
-  python - <<'EOF'
-  from openai import OpenAI
-  client = OpenAI(base_url="{base_url}/v1", api_key=open("{key_file}").read().strip())
-  for chunk in client.chat.completions.create(model="{DEMO_MODEL}", stream=True,
-          messages=[{{"role": "user", "content": "What is the capital of France?"}}]):
-      print(chunk.choices[0].delta.content or "", end="", flush=True)
-  EOF
-""",
-        flush=True,
+    question = '[{"role": "user", "content": "What is the capital of France?"}]'
+    text = _INSTRUCTIONS.format(
+        model=DEMO_MODEL, base_url=base_url, key_file=key_file, question=question
     )
+    print(text, flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_demo(settings: Settings) -> int:
@@ -130,6 +142,8 @@ def run_demo(settings: Settings) -> int:
     from workers.models import pull_model
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: SIGINT may arrive ignored
+        signal.signal(sig, _interrupt)
     model_path = pull_model(DEMO_MODEL, settings.model_dir, progress=print)
     children: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ)
@@ -143,12 +157,13 @@ def run_demo(settings: Settings) -> int:
         key = ensure_demo_key(settings)
         enclave = [sys.executable, "-m", "gateway.cli"]
         worker = [*enclave, "worker", "--model", str(model_path), "--served-model-name", DEMO_MODEL]
-        children.append(subprocess.Popen(worker, env=env))
-        children.append(subprocess.Popen([*enclave, "serve"], env=env))
+        worker_env = {"VLLM_LOGGING_LEVEL": "WARNING", **env}
+        # Own sessions: Ctrl-C reaches only this process, which stops the others in order.
+        children.append(subprocess.Popen(worker, env=worker_env, start_new_session=True))
+        children.append(subprocess.Popen([*enclave, "serve"], env=env, start_new_session=True))
         base_url = f"http://{settings.http.host}:{settings.http.port}"
         wait_until_serving(base_url, key, children[-2:])
         print_instructions(base_url, settings.state_dir / "demo-api-key")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         return 1
@@ -160,10 +175,14 @@ def run_demo(settings: Settings) -> int:
 
 def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM in reverse start order (gateway, worker, Redis); SIGKILL what lingers."""
+    print("stopping…", flush=True)
     for child in reversed(children):
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
             try:
-                child.wait(timeout=30)
+                child.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # e.g. vLLM's engine-core process
+    print("stopped", flush=True)

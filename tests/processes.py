@@ -6,6 +6,7 @@ and is stopped with SIGTERM (or killed with SIGKILL by fault tests).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -61,6 +62,7 @@ class EnclaveProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 60) -> int:
+        """SIGTERM to the process, then SIGKILL to whatever is left of its process group."""
         if self.is_alive():
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -68,11 +70,18 @@ class EnclaveProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._kill_group()
         return self.process.returncode
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
+        """SIGKILL the whole process group at once, as a crashed host or container would:
+        vLLM's engine-core child does not outlive it."""
+        self._kill_group()
         self.process.wait()
+
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -92,6 +101,7 @@ class Processes:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, so kill() takes vLLM's too
             )
         handle = EnclaveProcess(name, process, log_path)
         self.started.append(handle)

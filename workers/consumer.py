@@ -90,7 +90,8 @@ class Consumer:
         logger.info("draining: %d running", len(self._running))
         self._slot_freed.set()
         await puller  # returns within one blocking read; never cancelled mid-command
-        await self._heartbeat()
+        with contextlib.suppress(RedisError):
+            await self._heartbeat()  # announce draining: gateways stop routing here
         while self._running:
             await asyncio.gather(*(t for _, t in list(self._running.values())))
         self._is_stopped = True

@@ -86,6 +86,7 @@ async def run_wave(
     wall_s = time.perf_counter() - start
     used = {name: seconds - before[name] for name, seconds in cpu_seconds(groups).items()}
     used["other"] = max(0.0, used.pop("machine") - sum(used.values()))
+    used = {name: round(seconds, 2) for name, seconds in used.items()}
     tokens = sum(n for n, _ in results)
     deciles = statistics.quantiles([s for _, s in results], n=10, method="inclusive")
     p50, p90 = deciles[4], deciles[8]

@@ -6,6 +6,7 @@ their jobs. Leases are 3 s here.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -136,3 +137,29 @@ def test_unreachable_audit_store_gives_503_and_the_model_is_never_called(
     assert caught.value.status_code == 503
     assert caught.value.code == "audit_unavailable"
     assert after == before  # no job was ever queued for a worker
+
+
+def test_sigterm_drains_a_worker_running_a_stream_then_it_exits_0(
+    cluster: Cluster, fault_workers: list[EnclaveProcess]
+) -> None:
+    alive = [w for w in fault_workers if w.is_alive()]
+    if len(alive) != 1:
+        pytest.fail(f"expected the one surviving fault worker, found {len(alive)}")
+    (worker,) = alive
+    stream = cluster.client().chat.completions.create(
+        model=FAULT_MODEL,
+        messages=QUESTION,
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = iter(stream)
+    received = [next(chunks) for _ in range(3)]
+    worker.process.send_signal(signal.SIGTERM)
+    received.extend(chunks)  # the running request finishes despite the SIGTERM
+    usage = received[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == 40
+    assert worker.process.wait(timeout=120) == 0
+    assert worker_id_of(cluster.redis_url, worker.pid) is None  # deregistered
