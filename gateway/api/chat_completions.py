@@ -126,10 +126,11 @@ class ChatCompletionsController(Controller):
             convert=to_inference_request,
         )
         if body.stream:
-            return Stream(_stream(run, body), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+            stream = _stream(run, body)
+            return Stream(stream, media_type=sse.MEDIA_TYPE, headers=sse.headers(run.request_id))
         await collect(request, run)
         choice = Choice(0, AssistantMessage(run.text), run.finish_reason or "stop")
         completion = ChatCompletion(
             run.request_id, int(time.time()), body.model, [choice], _usage(run)
         )
-        return Response(completion)
+        return Response(completion, headers={"x-request-id": run.request_id})

@@ -86,7 +86,8 @@ class RedisJobQueue:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), self._request_timeout_s)
+                    async with asyncio.timeout(self._request_timeout_s):
+                        event = await queue.get()
                 except TimeoutError:
                     raise GatewayTimeout(
                         f"No response from a worker within {self._request_timeout_s:g} s."

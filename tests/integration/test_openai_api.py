@@ -40,6 +40,7 @@ async def test_chat_completion_returns_the_answer_and_true_usage(stack: Stack) -
     body = response.json()
     assert body["object"] == "chat.completion"
     assert body["id"].startswith("chatcmpl-")
+    assert response.headers["x-request-id"] == body["id"]
     assert body["choices"][0]["message"] == {"role": "assistant", "content": REPLY, "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"
     ((_, prompt, _),) = stack.engine.requests
