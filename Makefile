@@ -42,4 +42,4 @@ bench: model
 	$(BIN)/python -m tests.bench.bench_streaming
 
 clean:
-	rm -rf $(VENV) .enclave .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .enclave .mypy_cache .ruff_cache .pytest_cache tests/oidc/node_modules
