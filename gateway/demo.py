@@ -173,16 +173,24 @@ def run_demo(settings: Settings) -> int:
         stop_all(children)
 
 
+def stop_process(child: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    """SIGTERM (a worker drains), SIGKILL if it lingers, then whatever is left of its
+    process group (e.g. vLLM's engine-core process). The child must lead its own group."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    return child.returncode
+
+
 def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM in reverse start order (gateway, worker, Redis); SIGKILL what lingers."""
+    """Stop in reverse start order: gateway, worker, Redis."""
     print("stopping…", flush=True)
     for child in reversed(children):
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)  # e.g. vLLM's engine-core process
+        stop_process(child)
     print("stopped", flush=True)

@@ -12,7 +12,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,13 +26,9 @@ import redis
 import redis.asyncio
 from sqlalchemy import make_url
 
+from tests.processes import free_port
+
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- PostgreSQL -------------------------------------------------------------------------

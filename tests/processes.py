@@ -20,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+from gateway.demo import stop_process
 from gateway.queue.protocol import decode_worker_info, worker_info_key, workers_index_key
 
 DEMO_MODEL = "smollm2-135m"
@@ -62,16 +63,7 @@ class EnclaveProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 60) -> int:
-        """SIGTERM to the process, then SIGKILL to whatever is left of its process group."""
-        if self.is_alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._kill_group()
-        return self.process.returncode
+        return stop_process(self.process, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once, as a crashed host or container would:

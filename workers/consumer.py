@@ -69,8 +69,7 @@ class Consumer:
         self._slot_freed = asyncio.Event()
         self._draining = False
         self.ready = asyncio.Event()  # set once registered and pulling
-        self._is_stopped = False
-        self._stopped = asyncio.Event()  # flags, not task.cancel(): redis-py may swallow it
+        self._stopped = asyncio.Event()  # an event, not task.cancel(): redis-py may swallow it
 
     @property
     def free_slots(self) -> int:
@@ -94,7 +93,6 @@ class Consumer:
             await self._heartbeat()  # announce draining: gateways stop routing here
         while self._running:
             await asyncio.gather(*(t for _, t in list(self._running.values())))
-        self._is_stopped = True
         self._stopped.set()
         await asyncio.gather(leases, cancels, return_exceptions=True)
         await self._publisher.close()
@@ -204,7 +202,7 @@ class Consumer:
 
     async def _lease_loop(self) -> None:
         interval_s = min(self._lease_ms / 3000, self._worker_ttl_s / 3)
-        while not self._is_stopped:
+        while not self._stopped.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), interval_s)
                 return
@@ -237,11 +235,11 @@ class Consumer:
 
     async def _cancel_listener(self) -> None:
         """Abort jobs whose clients went away; runs until the worker has drained."""
-        while not self._is_stopped:
+        while not self._stopped.is_set():
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CANCEL_CHANNEL)
-                while not self._is_stopped:
+                while not self._stopped.is_set():
                     message = await pubsub.get_message(timeout=0.5)
                     if message is not None:
                         await self._abort(message["data"].decode())

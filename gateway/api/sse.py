@@ -10,15 +10,13 @@ from gateway.errors import EnclaveError, error_body
 
 DONE = b"data: [DONE]\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+MEDIA_TYPE = "text/event-stream"
+
+_encoder = msgspec.json.Encoder()
 
 
 def headers(request_id: str) -> dict[str, str]:
     return {**HEADERS, "x-request-id": request_id}
-
-
-MEDIA_TYPE = "text/event-stream"
-
-_encoder = msgspec.json.Encoder()
 
 
 def frame(payload: Any) -> bytes:

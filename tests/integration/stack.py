@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from gateway.settings import (
     Settings,
 )
 from tests.fakes.engine import FakeEngine
+from tests.processes import free_port
 from workers.consumer import Consumer
 
 
@@ -79,12 +79,6 @@ async def run_consumer(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

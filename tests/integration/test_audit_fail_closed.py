@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 
 from gateway.queue.protocol import jobs_stream_key
 from tests.fakes.engine import FakeEngine
-from tests.integration.stack import free_port, open_stack
+from tests.integration.stack import open_stack
+from tests.processes import free_port
 
 pytestmark = pytest.mark.integration
 
