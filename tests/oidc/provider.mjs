@@ -1,9 +1,10 @@
 // A real OpenID Provider (panva/oidc-provider) for Enclave's integration tests.
 //
 // Started by tests/oidc_provider.py with PORT and CONTROL_TOKEN in the environment; the issuer
-// is http://127.0.0.1:PORT. Clients, their extra token claims and the resource servers come
-// from clients.json (which the Python harness reads too). Signing keys (RS256 + ES256) are
-// generated here at start, never written to disk.
+// is http://127.0.0.1:PORT. Clients, the extra token claims of clients and of users (any login
+// passes devInteractions; those in "users" get a tenant and groups) and the resource servers
+// come from clients.json (which the Python harness reads too). Signing keys (RS256 + ES256)
+// are generated here at start, never written to disk.
 //
 // Key rotation: POST /__test__/rotate (header x-control-token: CONTROL_TOKEN) builds a new
 // Provider with fresh keys and swaps it in behind the same HTTP server, so the port and
@@ -24,6 +25,7 @@ const config = JSON.parse(readFileSync(new URL('./clients.json', import.meta.url
 const claimsByClient = Object.fromEntries(
   config.confidential.map((c) => [c.client_id, c.claims]),
 );
+const claimsByUser = config.users;
 
 // One private signing JWK with a fresh kid.
 async function signingKey(alg) {
@@ -77,8 +79,11 @@ function buildProvider(keys) {
         },
       },
     },
-    // Tenant and groups of each confidential client, as an IdP mapper would add them.
-    extraTokenClaims: async (ctx, token) => claimsByClient[token.clientId],
+    // Tenant and groups, as an IdP mapper would add them: the signed-in person's for tokens
+    // issued to an account (the device flow), else the confidential client's own.
+    extraTokenClaims: async (ctx, token) => (
+      token.accountId ? claimsByUser[token.accountId] : claimsByClient[token.clientId]
+    ),
     ttl: { ClientCredentials: 600 },
   });
 }
