@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 
+import httpx
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.api.admin import AdminKeysController, AdminTenantsController, AdminUsersController
 from gateway.api.chat_completions import ChatCompletionsController
 from gateway.api.completions import CompletionsController
 from gateway.api.health import HealthController
 from gateway.api.models import ModelsController
+from gateway.api.personal_keys import PersonalKeysController
 from gateway.app_state import Databases
 from gateway.audit.records import AuditLog
-from gateway.auth.api_keys import ApiKeyAuthenticator
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.identity_providers import IdentityProvider
 from gateway.db.session import create_engine, create_session_factory
 from gateway.errors import handle_exception
 from gateway.inference import InferenceService
 from gateway.queue.client import RedisJobQueue
-from gateway.settings import HttpSettings, Settings
+from gateway.settings import HttpSettings, OidcSettings, Settings
 
 
 def provide_inference(state: State) -> InferenceService:
@@ -29,8 +38,8 @@ def provide_inference(state: State) -> InferenceService:
     return service
 
 
-def provide_authenticator(state: State) -> ApiKeyAuthenticator:
-    authenticator: ApiKeyAuthenticator = state.authenticator
+def provide_authenticator(state: State) -> Authenticator:
+    authenticator: Authenticator = state.authenticator
     return authenticator
 
 
@@ -42,6 +51,24 @@ def provide_databases(state: State) -> Databases:
 def provide_redis(state: State) -> Redis:
     redis: Redis = state.redis
     return redis
+
+
+def provide_sessions(state: State) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = state.sessions
+    return sessions
+
+
+def openapi_config() -> OpenAPIConfig:
+    """The schema at /schema/openapi.json and .yaml; no HTML viewer, as those load from CDNs."""
+    return OpenAPIConfig(
+        title="Enclave",
+        version=version("enclave"),
+        render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
+        components=Components(
+            security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+        ),
+        use_handler_docstrings=True,
+    )
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -60,14 +87,25 @@ def create_app(settings: Settings) -> Litestar:
             worker_ttl_s=settings.queue.worker_ttl_s,
         )
         await queue.start()
+        # Talks to identity providers only: no redirects, short timeouts, no proxy from the env.
+        idp_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False, trust_env=False
+        )
+        providers = [IdentityProvider(i, idp_client, settings.oidc) for i in settings.oidc.issuers]
         app.state.databases = Databases(main=main_db, audit=audit_db)
         app.state.redis = redis
-        app.state.authenticator = ApiKeyAuthenticator(create_session_factory(main_db))
+        app.state.sessions = create_session_factory(main_db)
+        app.state.authenticator = Authenticator(
+            app.state.sessions,
+            providers,
+            create_tenants=settings.oidc.create_tenants,
+        )
         app.state.inference = InferenceService(queue, AuditLog(create_session_factory(audit_db)))
         try:
             yield
         finally:
             await queue.stop()
+            await idp_client.aclose()
             await redis.aclose()
             await main_db.dispose()
             if audit_db is not main_db:
@@ -76,12 +114,19 @@ def create_app(settings: Settings) -> Litestar:
     def provide_http_settings() -> HttpSettings:
         return settings.http
 
+    def provide_oidc_settings() -> OidcSettings:
+        return settings.oidc
+
     return Litestar(
         route_handlers=[
             ChatCompletionsController,
             CompletionsController,
             ModelsController,
             HealthController,
+            PersonalKeysController,
+            AdminTenantsController,
+            AdminUsersController,
+            AdminKeysController,
         ],
         lifespan=[lifespan],
         dependencies={
@@ -90,8 +135,10 @@ def create_app(settings: Settings) -> Litestar:
             "databases": Provide(provide_databases, sync_to_thread=False),
             "redis": Provide(provide_redis, sync_to_thread=False),
             "http_settings": Provide(provide_http_settings, sync_to_thread=False),
+            "oidc_settings": Provide(provide_oidc_settings, sync_to_thread=False),
+            "sessions": Provide(provide_sessions, sync_to_thread=False),
         },
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.http.max_body_bytes,
-        openapi_config=None,
+        openapi_config=openapi_config(),
     )

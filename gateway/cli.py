@@ -1,4 +1,4 @@
-"""The ``enclave`` command: serve, worker, run (the demo), migrate, keys, models."""
+"""The ``enclave`` command: serve, worker, run (the demo), migrate, keys, login, models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.auth.claims import ROLES
 from gateway.settings import ConfigurationError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -77,6 +78,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
                     user=args.user,
                     name=args.name,
                     expires_at=expires_at,
+                    roles=frozenset(args.role or ()),
                 )
         finally:
             await engine.dispose()
@@ -121,6 +123,33 @@ def cmd_models_pull(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_login(settings: Settings, args: argparse.Namespace) -> int:
+    import socket
+
+    from gateway.login import LoginError, login
+
+    for name in ("httpx", "httpx2"):  # one INFO line per token poll is noise here
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        asyncio.run(
+            login(
+                args.gateway,
+                name=args.name or f"enclave login on {socket.gethostname()}",
+                issuer=args.issuer,
+                expires_in_days=args.days,
+                is_quiet=args.quiet,
+                is_insecure_http_allowed=args.insecure_http,
+            )
+        )
+    except LoginError as exc:
+        print(f"enclave login: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("enclave login: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -148,10 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--user", required=True)
     create.add_argument("--name", default="")
     create.add_argument("--expires-in-days", type=int)
+    create.add_argument(
+        "--role",
+        action="append",
+        choices=sorted(ROLES - {"user"}),
+        help="grant this role to the user (repeatable); e.g. the first platform_admin",
+    )
     create.set_defaults(handler=cmd_keys_create)
     revoke = keys.add_parser("revoke", help="revoke a key by its prefix or the whole key")
     revoke.add_argument("key")
     revoke.set_defaults(handler=cmd_keys_revoke)
+    login = commands.add_parser("login", help="sign in and store a personal API key")
+    login.add_argument("--gateway", required=True, help="the gateway's base URL")
+    login.add_argument("--issuer", help="the identity provider, when the gateway offers several")
+    login.add_argument("--name", help='the key\'s name (default "enclave login on <hostname>")')
+    login.add_argument("--days", type=int, help="the key expires after this many days")
+    login.add_argument("--quiet", action="store_true", help="do not print the key")
+    login.add_argument(
+        "--insecure-http", action="store_true", help="allow a plain-http gateway off loopback"
+    )
+    login.set_defaults(handler=cmd_login)
     models = commands.add_parser("models", help="prepare models").add_subparsers(
         dest="models_command", required=True
     )

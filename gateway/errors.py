@@ -7,6 +7,7 @@
     ├── PermissionDenied              403 invalid_request_error / permission_denied
     ├── NotFound                      404 invalid_request_error
     │   └── ModelNotFound             404 invalid_request_error / model_not_found
+    ├── Conflict                      409 invalid_request_error / conflict
     ├── PayloadTooLarge               413 invalid_request_error / request_too_large
     ├── ServiceUnavailable            503 service_unavailable
     │   ├── AuditUnavailable          503 service_unavailable / audit_unavailable
@@ -86,6 +87,12 @@ class NotFound(EnclaveError):
 
 class ModelNotFound(NotFound):
     default_code = "model_not_found"
+
+
+class Conflict(EnclaveError):
+    status = 409
+    type = "invalid_request_error"
+    default_code = "conflict"
 
 
 class PayloadTooLarge(EnclaveError):

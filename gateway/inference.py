@@ -139,9 +139,10 @@ class InferenceService:
         self.queue = queue
         self.audit = audit
 
-    async def find_worker(self, model: str) -> WorkerInfo:
+    async def find_worker(self, model: str, principal: Principal) -> WorkerInfo:
+        """A live worker for ``model``; a model the tenant may not use does not exist for it."""
         workers = [w for w in await self.queue.live_workers() if w.model == model]
-        if not workers:
+        if not workers or not principal.may_use(model):
             raise ModelNotFound(
                 f"The model `{model}` does not exist or is not being served.", param="model"
             )
@@ -151,7 +152,7 @@ class InferenceService:
         self, principal: Principal, request_id: str, request: InferenceRequest
     ) -> JobRun:
         """Admit, audit and enqueue; return once the worker has started the job."""
-        worker = await self.find_worker(request.model)
+        worker = await self.find_worker(request.model, principal)
         max_tokens = request.sampling.max_tokens
         if max_tokens is not None and max_tokens >= worker.max_context:
             raise ContextLengthExceeded(

@@ -6,10 +6,16 @@ Tests build ``Settings(...)`` explicitly; nothing reads the environment at impor
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.auth.access_tokens import IssuerPolicy
+from gateway.auth.claims import ClaimMapping
 
 ENV_PREFIX = "ENCLAVE_"
 ENV_NESTED_DELIMITER = "__"
@@ -75,6 +81,117 @@ class WorkerSettings(_Section):
     """Fault injection for tests only: ``hold_before_generate`` claims jobs and never runs them."""
 
 
+class IssuerSettings(_Section):
+    """One trusted identity provider: how its tokens are checked and mapped to people.
+
+    ``preset`` fills the claim layout of a known provider (``keycloak`` needs ``client_id``
+    for client roles; ``entra`` keys users by ``oid``; ``okta`` reads roles from ``groups``);
+    ``subject_claim`` and ``role_claims`` override it. Exactly one of ``tenant_claim`` and
+    ``group_tenants`` says where the tenant comes from.
+    """
+
+    issuer: str
+    audiences: list[str] = Field(min_length=1)
+    algorithms: list[str] = ["RS256"]
+    leeway_s: int = Field(default=60, ge=0, le=600)
+    require_typ: str | None = None
+    """``at+jwt`` to insist on RFC 9068 access tokens."""
+    allowed_hosts: list[str] = []
+    """Hosts the discovery document may point keys at; default: the issuer's own host."""
+    preset: Literal["generic", "keycloak", "entra", "okta"] = "generic"
+    client_id: str | None = None
+    """Keycloak: the client whose ``resource_access.<client_id>.roles`` hold roles."""
+    subject_claim: str | None = None
+    tenant_claim: str | None = None
+    group_tenants: dict[str, str] = {}
+    groups_claim: str = "groups"
+    role_claims: list[str] | None = None
+    role_map: dict[str, str] = {}
+    introspection_client_id: str | None = None
+    """Set with the secret to accept opaque tokens through RFC 7662 introspection."""
+    introspection_client_secret: SecretStr | None = None
+    login_client_id: str | None = None
+    """A public client allowed the device grant, for ``enclave login``."""
+    login_scope: str = "openid"
+    login_resource: str | None = None
+    """RFC 8707 resource indicator ``enclave login`` asks for (e.g. the audience)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IssuerSettings:
+        """Build policy and mapping once, so a bad issuer fails at start-up, not per request."""
+        if (self.introspection_client_id is None) != (self.introspection_client_secret is None):
+            raise ValueError("set both introspection_client_id and introspection_client_secret")
+        if self.preset == "keycloak" and not self.client_id:
+            raise ValueError("the keycloak preset needs client_id")
+        self.policy()
+        self.mapping()
+        return self
+
+    def policy(self) -> IssuerPolicy:
+        return IssuerPolicy(
+            issuer=self.issuer,
+            audiences=frozenset(self.audiences),
+            algorithms=frozenset(self.algorithms),
+            leeway_s=self.leeway_s,
+            require_typ=self.require_typ,
+        )
+
+    def mapping(self) -> ClaimMapping:
+        preset = PRESET_LAYOUTS[self.preset](self)
+        return ClaimMapping(
+            subject_claim=self.subject_claim or preset.subject_claim,
+            tenant_claim=self.tenant_claim,
+            group_tenants=self.group_tenants,
+            groups_claim=self.groups_claim,
+            role_claims=tuple(self.role_claims)
+            if self.role_claims is not None
+            else preset.role_claims,
+            role_map=self.role_map,
+        )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    subject_claim: str
+    role_claims: tuple[str, ...]
+
+
+PRESET_LAYOUTS: dict[str, Callable[[IssuerSettings], _Layout]] = {
+    "generic": lambda s: _Layout("sub", ("roles",)),
+    "keycloak": lambda s: _Layout(
+        "sub", ("realm_access.roles", f"resource_access.{s.client_id}.roles")
+    ),
+    "entra": lambda s: _Layout("oid", ("roles",)),
+    "okta": lambda s: _Layout("sub", ("groups",)),
+}
+
+
+class OidcSettings(_Section):
+    issuers: list[IssuerSettings] = []
+    """Trusted identity providers; none means API keys only."""
+    create_tenants: bool = True
+    """Create a tenant the first time a provider names it; off: unknown tenants are refused."""
+    personal_key_days: int = Field(default=90, ge=1)
+    personal_key_max_days: int = Field(default=365, ge=1)
+    jwks_refresh_cooldown_s: float = Field(default=30.0, ge=0)
+    """At most one key refresh per issuer in this time, however many unknown kids arrive."""
+    jwks_max_age_s: float = Field(default=300.0, gt=0)
+    """Keys are refreshed when older than this (new keys are also fetched on an unknown kid)."""
+    jwks_max_stale_s: float = Field(default=3600.0, gt=0)
+    """Serve cached keys this long while the provider is unreachable, then refuse."""
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OidcSettings:
+        issuers = [i.issuer for i in self.issuers]
+        if len(set(issuers)) != len(issuers):
+            raise ValueError("each issuer may be configured once")
+        if self.jwks_max_stale_s < self.jwks_max_age_s:
+            raise ValueError("jwks_max_stale_s must not be below jwks_max_age_s")
+        if self.personal_key_days > self.personal_key_max_days:
+            raise ValueError("personal_key_days exceeds personal_key_max_days")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -92,6 +209,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
+    oidc: OidcSettings = OidcSettings()
 
     @property
     def database_url(self) -> str:

@@ -13,7 +13,7 @@ from litestar.response import Stream
 from gateway.api import sse
 from gateway.api.intake import abandon_unless_settled, admit, collect
 from gateway.api.sampling import refuse_unsupported, sampling_options
-from gateway.auth.api_keys import ApiKeyAuthenticator
+from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError, InvalidRequest
 from gateway.inference import InferenceRequest, InferenceService, JobRun
 from gateway.schemas.chat_completions import Usage
@@ -84,7 +84,7 @@ class CompletionsController(Controller):
         self,
         request: Request[Any, Any, Any],
         inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[ApiKeyAuthenticator],
+        authenticator: NamedDependency[Authenticator],
         http_settings: NamedDependency[HttpSettings],
     ) -> Response[Any]:
         body, job, run = await admit(

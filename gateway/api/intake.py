@@ -18,7 +18,9 @@ from litestar import Request
 from litestar.exceptions import ClientException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from gateway.auth.api_keys import ApiKeyAuthenticator, bearer_token
+from gateway.audit.records import AuditEntry
+from gateway.auth.api_keys import bearer_token
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.principal import Principal
 from gateway.errors import ClientDisconnected, EnclaveError, InvalidRequest, PayloadTooLarge
 from gateway.inference import InferenceRequest, InferenceService, JobRun
@@ -55,11 +57,39 @@ async def audited(
 
 
 async def authenticate(
-    request: Request[Any, Any, Any], authenticator: ApiKeyAuthenticator, intake: Intake
+    request: Request[Any, Any, Any], authenticator: Authenticator, intake: Intake
 ) -> Principal:
     principal = await authenticator.authenticate(bearer_token(request.headers.get("authorization")))
     intake.principal = principal
     return principal
+
+
+async def record_action(
+    inference: InferenceService,
+    intake: Intake,
+    *,
+    target: str,
+    change: dict[str, Any],
+    status: int = 200,
+) -> None:
+    """Audit an administrative action by the authenticated caller; raises AuditUnavailable.
+
+    Call it before committing the change: no record, no change.
+    """
+    principal = intake.principal
+    await inference.audit.append(
+        AuditEntry(
+            request_id=intake.request_id,
+            event="admin",
+            endpoint=intake.endpoint,
+            status=status,
+            tenant_id=principal.tenant_id if principal else None,
+            user_id=principal.user_id if principal else None,
+            key_id=principal.key_id if principal else None,
+            target=target,
+            change=change,
+        )
+    )
 
 
 async def read_body(request: Request[Any, Any, Any], max_bytes: int) -> bytes:
@@ -97,7 +127,7 @@ async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T
 async def admit(
     request: Request[Any, Any, Any],
     inference: InferenceService,
-    authenticator: ApiKeyAuthenticator,
+    authenticator: Authenticator,
     max_body_bytes: int,
     *,
     endpoint: str,

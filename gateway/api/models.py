@@ -1,4 +1,4 @@
-"""GET /v1/models — the models that have a live worker right now."""
+"""GET /v1/models — the models that have a live worker right now and the tenant may use."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 
 from gateway.api.intake import audited, authenticate, new_request_id
-from gateway.auth.api_keys import ApiKeyAuthenticator
+from gateway.auth.authenticator import Authenticator
 from gateway.inference import InferenceService
 from gateway.schemas.models import ModelCard, ModelList
 
@@ -23,13 +23,14 @@ class ModelsController(Controller):
         self,
         request: Request[Any, Any, Any],
         inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[ApiKeyAuthenticator],
+        authenticator: NamedDependency[Authenticator],
     ) -> ModelList:
         async with audited(inference, new_request_id("models"), ENDPOINT) as intake:
-            await authenticate(request, authenticator, intake)
+            principal = await authenticate(request, authenticator, intake)
             workers = await inference.queue.live_workers()
         cards: dict[str, ModelCard] = {}
-        for worker in sorted(workers, key=lambda w: w.heartbeat_at):
+        usable = (w for w in workers if principal.may_use(w.model))
+        for worker in sorted(usable, key=lambda w: w.heartbeat_at):
             cards[worker.model] = ModelCard(
                 id=worker.model,
                 created=int(worker.heartbeat_at),

@@ -11,7 +11,7 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,7 +21,7 @@ from gateway.errors import AuditUnavailable
 
 logger = logging.getLogger("enclave.audit")
 
-AuditEvent = Literal["accepted", "outcome", "refused"]
+AuditEvent = Literal["accepted", "outcome", "refused", "admin"]
 
 
 def sha256_text(text: str) -> str:
@@ -47,6 +47,8 @@ class AuditEntry:
     latency_ms: int | None = None
     prompt_sha256: str | None = None
     answer_sha256: str | None = None
+    target: str | None = None
+    change: dict[str, Any] | None = None
 
 
 class AuditLog:

@@ -100,7 +100,7 @@ def parse_header(token: str) -> dict[str, Any]:
         raise InvalidToken("malformed")
     try:
         header = json.loads(_b64url_decode(parts[0]), object_pairs_hook=_no_duplicates)
-    except (ValueError, binascii.Error) as exc:
+    except (ValueError, binascii.Error, RecursionError) as exc:
         raise InvalidToken("malformed") from exc
     if not isinstance(header, dict):
         raise InvalidToken("malformed")

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.auth.principal import Principal
+from gateway.auth.provisioning import check_active
 from gateway.db.models import ApiKey, Tenant, User
 from gateway.errors import AuthenticationFailed
 
@@ -31,6 +32,7 @@ class NewKey:
     plaintext: str
     key_id: str
     prefix: str
+    record: ApiKey
 
 
 def hash_key(plaintext: str) -> str:
@@ -67,7 +69,7 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def _incorrect_key(token: str) -> AuthenticationFailed:
+def incorrect_key(token: str) -> AuthenticationFailed:
     shown = token[:8] + "…" if len(token) > 12 else "…"
     return AuthenticationFailed(f"Incorrect API key provided: {shown}", reason="invalid_api_key")
 
@@ -79,8 +81,9 @@ async def create_key(
     user: str,
     name: str = "",
     expires_at: datetime | None = None,
+    roles: frozenset[str] = frozenset(),
 ) -> NewKey:
-    """Create tenant and user when new, then a key for them. Commits."""
+    """Create tenant and local user when new (granting ``roles``), then a key. Commits."""
     now = datetime.now(UTC)
     tenant_row = await session.scalar(select(Tenant).where(Tenant.name == tenant))
     if tenant_row is None:
@@ -88,26 +91,49 @@ async def create_key(
         session.add(tenant_row)
         await session.flush()
     user_row = await session.scalar(
-        select(User).where(User.tenant_id == tenant_row.id, User.name == user)
+        select(User).where(
+            User.tenant_id == tenant_row.id, User.name == user, User.issuer.is_(None)
+        )
     )
     if user_row is None:
-        user_row = User(id=str(uuid.uuid4()), tenant_id=tenant_row.id, name=user, created_at=now)
+        user_row = User(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_row.id,
+            name=user,
+            created_at=now,
+            idp_roles=[],
+            granted_roles=[],
+        )
         session.add(user_row)
         await session.flush()
+    if roles - set(user_row.granted_roles):
+        user_row.granted_roles = sorted(roles | set(user_row.granted_roles))
+    new = await add_key(session, user_row, name=name, expires_at=expires_at, kind="service")
+    await session.commit()
+    return new
+
+
+async def add_key(
+    session: AsyncSession, user: User, *, name: str, expires_at: datetime | None, kind: str
+) -> NewKey:
+    """A new key for ``user`` in the user's tenant, flushed, not committed (the caller audits
+    first). The plaintext exists only in the returned value."""
+    now = datetime.now(UTC)
     plaintext, prefix = generate_key()
     key = ApiKey(
         id=str(uuid.uuid4()),
         prefix=prefix,
         secret_sha256=hash_key(plaintext),
-        tenant_id=tenant_row.id,
-        user_id=user_row.id,
+        tenant_id=user.tenant_id,
+        user_id=user.id,
         name=name,
         created_at=now,
         expires_at=expires_at,
+        kind=kind,
     )
     session.add(key)
-    await session.commit()
-    return NewKey(plaintext=plaintext, key_id=key.id, prefix=prefix)
+    await session.flush()
+    return NewKey(plaintext=plaintext, key_id=key.id, prefix=prefix, record=key)
 
 
 async def revoke_key(session: AsyncSession, prefix: str) -> bool:
@@ -120,7 +146,11 @@ async def revoke_key(session: AsyncSession, prefix: str) -> bool:
 
 
 class ApiKeyAuthenticator:
-    """Turns a bearer API key into a Principal, or raises AuthenticationFailed."""
+    """Turns a bearer API key into a Principal, or raises AuthenticationFailed.
+
+    The key acts as its user: the user's current tenant and roles, read on every request,
+    so disabling the user or the tenant stops the key at once.
+    """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -128,30 +158,38 @@ class ApiKeyAuthenticator:
     async def authenticate(self, token: str) -> Principal:
         prefix = parse_prefix(token)
         if prefix is None:
-            raise _incorrect_key(token)
+            raise incorrect_key(token)
         async with self._sessions() as session:
             row = (
                 await session.execute(
                     select(ApiKey, User, Tenant)
                     .join(User, User.id == ApiKey.user_id)
-                    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                    .join(Tenant, Tenant.id == User.tenant_id)
                     .where(ApiKey.prefix == prefix)
                 )
             ).first()
         if row is None or not hmac.compare_digest(row[0].secret_sha256, hash_key(token)):
-            raise _incorrect_key(token)
+            raise incorrect_key(token)
         key, user, tenant = row
         # Only a caller holding the whole key learns why it no longer works.
         if key.revoked_at is not None:
             raise AuthenticationFailed("This API key has been revoked.", reason="revoked_api_key")
         if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
             raise AuthenticationFailed("This API key has expired.", reason="expired_api_key")
-        if user.is_disabled:
-            raise AuthenticationFailed("This user is disabled.", reason="user_disabled")
-        return Principal(
-            user_id=user.id,
-            tenant_id=tenant.id,
-            tenant_name=tenant.name,
-            user_name=user.name,
-            key_id=key.id,
-        )
+        check_active(user, tenant)
+        return principal_of(user, tenant, key_id=key.id)
+
+
+def principal_of(user: User, tenant: Tenant, *, key_id: str | None = None) -> Principal:
+    """The principal a user acts as, by key (``key_id``) or by token (``user.issuer``)."""
+    return Principal(
+        user_id=user.id,
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        user_name=user.name,
+        roles=user.roles,
+        auth_method="api_key" if key_id is not None else "oidc",
+        key_id=key_id,
+        allowed_models=None if tenant.allowed_models is None else frozenset(tenant.allowed_models),
+        issuer=user.issuer,
+    )

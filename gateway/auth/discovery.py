@@ -104,7 +104,7 @@ async def fetch_json(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
         raise DiscoveryError(f"{url} unreachable: {type(exc).__name__}") from exc
     try:
         document = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise DiscoveryError(f"{url} did not send JSON") from exc
     if not isinstance(document, dict):
         raise DiscoveryError(f"{url} did not send a JSON object")

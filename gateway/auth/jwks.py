@@ -131,8 +131,8 @@ class JwksCache:
             keys = public_keys_of(document)
             if not keys:
                 raise ValueError("the JWKS holds no usable public signing key")
-        except Exception:
-            logger.warning("JWKS refresh failed; serving cached keys", exc_info=True)
+        except Exception as exc:
+            logger.warning("JWKS refresh failed (%s); serving cached keys", exc)
         else:
             self._keys = keys
             self._fetched_at = self._clock()

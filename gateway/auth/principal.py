@@ -1,4 +1,4 @@
-"""Who is calling: the result of authentication, whatever the method (API key now, OIDC later)."""
+"""Who is calling: the result of authentication, whatever the method (API key or OIDC token)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,13 @@ class Principal:
     roles: frozenset[str] = field(default_factory=lambda: frozenset({"user"}))
     auth_method: Literal["api_key", "oidc"] = "api_key"
     key_id: str | None = None
+    allowed_models: frozenset[str] | None = None
+    """The tenant's model allow-list; None: every model."""
+    issuer: str | None = None
+
+    def may_use(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return "platform_admin" in self.roles

@@ -4,6 +4,7 @@ PostgreSQL and Redis from the session fixtures, the official openai SDK as the c
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from gateway.db.models import AuditRecord
 from gateway.db.session import create_engine, create_session_factory
 from gateway.settings import Settings
 from tests.conftest import admin_connection
+from tests.integration.sso import provider_settings
+from tests.oidc_provider import OidcProvider, oidc_provider  # noqa: F401
 from tests.processes import DEMO_MODEL, Processes, worker_env
 from workers.models import pull_model
 
@@ -103,9 +106,21 @@ def e2e_database_url(postgres_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def issuers_env(provider: OidcProvider) -> str:
+    """ENCLAVE_OIDC__ISSUERS trusting the real provider, as an operator would write it."""
+    issuer = provider_settings(provider)
+    document = issuer.model_dump(mode="json")
+    secret = issuer.introspection_client_secret
+    document["introspection_client_secret"] = secret.get_secret_value() if secret else None
+    return json.dumps([document])
+
+
 @pytest.fixture(scope="session")
 def cluster(
-    e2e_database_url: str, e2e_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    e2e_database_url: str,
+    e2e_redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    oidc_provider: OidcProvider,  # noqa: F811
 ) -> Iterator[Cluster]:
     model_path = pull_model(DEMO_MODEL, Settings().model_dir, progress=lambda _: None)
     log_dir = tmp_path_factory.mktemp("e2e-logs")
@@ -116,6 +131,7 @@ def cluster(
         ENCLAVE_QUEUE__LEASE_TIMEOUT_S=LEASE_TIMEOUT_S,
         ENCLAVE_QUEUE__WORKER_TTL_S="5",
         ENCLAVE_WORKER__MAX_NUM_SEQS="16",
+        ENCLAVE_OIDC__ISSUERS=issuers_env(oidc_provider),
     )
     processes = Processes(env=env, log_dir=log_dir)
     try:

@@ -25,6 +25,7 @@ from gateway.settings import (
     AuditSettings,
     DatabaseSettings,
     HttpSettings,
+    OidcSettings,
     QueueSettings,
     RedisSettings,
     Settings,
@@ -43,10 +44,17 @@ class Stack:
     sessions: async_sessionmaker[AsyncSession]
 
     async def key(
-        self, tenant: str = "acme", user: str = "alice", expires_at: datetime | None = None
+        self,
+        tenant: str = "acme",
+        user: str = "alice",
+        expires_at: datetime | None = None,
+        roles: frozenset[str] = frozenset(),
     ) -> str:
+        """A service key of a local user (created with its tenant when new) granted ``roles``."""
         async with self.sessions() as session:
-            new = await create_key(session, tenant=tenant, user=user, expires_at=expires_at)
+            new = await create_key(
+                session, tenant=tenant, user=user, expires_at=expires_at, roles=roles
+            )
         return new.plaintext
 
     async def audit_rows(self) -> list[AuditRecord]:
@@ -54,13 +62,19 @@ class Stack:
             return list(await session.scalars(select(AuditRecord).order_by(AuditRecord.id)))
 
 
-def stack_settings(database_url: str, redis_url: str, audit_url: str | None = None) -> Settings:
+def stack_settings(
+    database_url: str,
+    redis_url: str,
+    audit_url: str | None = None,
+    oidc: OidcSettings | None = None,
+) -> Settings:
     return Settings(
         database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
         audit=AuditSettings(database_url=audit_url),  # type: ignore[arg-type]
         redis=RedisSettings(url=redis_url),  # type: ignore[arg-type]
         http=HttpSettings(max_body_bytes=64 * 1024),
         queue=QueueSettings(lease_timeout_s=1.0, request_timeout_s=30.0, worker_ttl_s=5.0),
+        oidc=oidc or OidcSettings(),
     )
 
 
@@ -82,9 +96,9 @@ async def run_consumer(
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
+async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
     """The app on a real HTTP server in this event loop, so disconnects are real."""
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -101,10 +115,14 @@ async def serve(app: Any) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def open_stack(
-    database_url: str, redis_url: str, engine: FakeEngine, audit_url: str | None = None
+    database_url: str,
+    redis_url: str,
+    engine: FakeEngine,
+    audit_url: str | None = None,
+    oidc: OidcSettings | None = None,
 ) -> AsyncIterator[Stack]:
     await asyncio.to_thread(upgrade_to_head, database_url)
-    settings = stack_settings(database_url, redis_url, audit_url)
+    settings = stack_settings(database_url, redis_url, audit_url, oidc)
     db = create_engine(database_url)
     redis = Redis.from_url(redis_url)
     try:

@@ -6,8 +6,9 @@ The tamper-evident chain (hash-linked, Merkle checkpoints) replaces this in its 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy import JSON, BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.models.base import Base, UtcDateTime
@@ -21,7 +22,7 @@ class AuditRecord(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     request_id: Mapped[str] = mapped_column(String(64), index=True)
-    event: Mapped[str] = mapped_column(String(16))  # accepted | outcome | refused
+    event: Mapped[str] = mapped_column(String(16))  # accepted | outcome | refused | admin
     tenant_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
@@ -37,3 +38,7 @@ class AuditRecord(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     prompt_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     answer_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """Admin actions: what was acted on, e.g. ``user:<id>``."""
+    change: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Admin actions: the change made, never a secret."""

@@ -1,10 +1,17 @@
-"""Tenants, users and API keys. Keys are stored as SHA-256 digests, found by public prefix."""
+"""Tenants, users and API keys. Keys are stored as SHA-256 digests, found by public prefix.
+
+Users come from two places: local users made by ``enclave keys create`` (``issuer`` is
+NULL; unique by name within their tenant) and users of an identity provider, provisioned
+on first sight and keyed by ``(issuer, subject)``. Their roles are those the provider sent
+last (``idp_roles``, refreshed on every token) plus those granted in Enclave
+(``granted_roles``). A tenant's ``allowed_models`` is NULL for "every model".
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.models.base import Base, UtcDateTime
@@ -16,22 +23,50 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    is_disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class User(Base):
-    """A person or service within a tenant. ``issuer``/``subject`` identify OIDC users later."""
+    """A person or service within a tenant: local, or an identity provider's subject."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("issuer", "subject"),
+        Index(
+            "uq_users_local_name",
+            "tenant_id",
+            "name",
+            unique=True,
+            sqlite_where=text("issuer IS NULL"),
+            postgresql_where=text("issuer IS NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255))
     is_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    issuer: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    idp_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    granted_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """Every user holds ``user``; the rest come from the provider and from Enclave."""
+        return frozenset({"user", *self.idp_roles, *self.granted_roles})
 
 
 class ApiKey(Base):
+    """A key acts as its user, with the user's current tenant and roles.
+
+    ``kind`` is ``service`` (made by an operator or a tenant admin) or ``personal`` (made
+    by the user through ``enclave login``); ``tenant_id`` follows the user's tenant.
+    """
+
     __tablename__ = "api_keys"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -43,3 +78,4 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
