@@ -126,6 +126,14 @@ class UserPage(msgspec.Struct, frozen=True):
     object: str = "list"
 
 
+class ServiceUserRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A service account (a local user, not of an identity provider) for scripts' keys;
+    ``tenant_id`` is required of a platform_admin, a tenant_admin's own tenant otherwise."""
+
+    name: str
+    tenant_id: str | None = None
+
+
 class UserUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Fields left out (or null) stay as they are; ``granted_roles`` replaces the list."""
 

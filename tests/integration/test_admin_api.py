@@ -33,6 +33,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PATCH", "/admin/v1/tenants/{tenant}", {"is_disabled": True}),
     ("GET", "/admin/v1/tenants/{tenant}/models", None),
     ("PUT", "/admin/v1/tenants/{tenant}/models", {"models": []}),
+    ("POST", "/admin/v1/users", {"name": "ci-bot", "tenant_id": "{tenant}"}),
     ("GET", "/admin/v1/users", None),
     ("GET", "/admin/v1/users/{user}", None),
     ("PATCH", "/admin/v1/users/{user}", {"is_disabled": True}),
@@ -630,3 +631,56 @@ async def test_openapi_describes_the_admin_api_without_an_html_viewer(stack: Sta
         page = await stack.client.get(f"/schema/{viewer}")
         assert page.status_code == 404
         assert "<script" not in page.text
+
+
+# --- service accounts ----------------------------------------------------------------------
+
+
+async def test_service_accounts_are_created_by_admins_and_hold_service_keys(world: World) -> None:
+    created = await world.call(world.ann, "POST", "/admin/v1/users", {"name": "ci-bot"})
+    assert created.status_code == 201, created.text
+    bot = created.json()
+    assert (bot["tenant_id"], bot["issuer"], bot["roles"]) == (world.ann.tenant_id, None, ["user"])
+
+    key = await world.call(
+        world.ann, "POST", "/admin/v1/keys", {"user_id": bot["id"], "name": "pipeline"}
+    )
+    assert key.status_code == 201, key.text
+    response = await world.stack.client.post(
+        "/v1/chat/completions", json=CHAT, headers=bearer(key.json()["key"])
+    )
+    assert response.status_code == 200
+    again = await world.call(world.ann, "POST", "/admin/v1/users", {"name": "ci-bot"})
+    assert (again.status_code, error_of(again)["code"]) == (409, "user_exists")
+    rows = [r for r in await world.stack.audit_rows() if r.event == "admin"]
+    assert [(r.target, (r.change or {}).get("action")) for r in rows] == [
+        (f"user:{bot['id']}", "create_service_user"),
+        (f"api_key:{key.json()['id']}", "create_key"),
+    ]
+
+
+async def test_a_platform_admin_names_the_tenant_of_a_service_account(world: World) -> None:
+    missing = await world.call(world.root, "POST", "/admin/v1/users", {"name": "bot"})
+    assert (missing.status_code, error_of(missing)["param"]) == (400, "tenant_id")
+    created = await world.call(
+        world.root, "POST", "/admin/v1/users", {"name": "bot", "tenant_id": world.gus.tenant_id}
+    )
+    assert created.json()["tenant_id"] == world.gus.tenant_id
+
+
+async def test_no_admin_makes_a_key_for_a_person_of_an_identity_provider(world: World) -> None:
+    # alice as the gateway provisions a person on first sign-in: issuer and subject set.
+    async with world.stack.db.begin() as conn:
+        await conn.execute(
+            text("UPDATE users SET issuer = :iss, subject = :sub WHERE id = :id"),
+            {"iss": "https://sso.example.org", "sub": "alice", "id": world.alice.user_id},
+        )
+    before = await identity_rows(world.stack)
+
+    for admin in (world.ann, world.root):
+        response = await world.call(
+            admin, "POST", "/admin/v1/keys", {"user_id": world.alice.user_id, "name": "x"}
+        )
+        assert response.status_code == 403
+        assert error_of(response)["code"] == "service_key_for_person"
+    assert await identity_rows(world.stack) == before

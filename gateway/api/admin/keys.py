@@ -6,7 +6,9 @@ GET    /admin/v1/keys/{id}     one
 DELETE /admin/v1/keys/{id}     revoke (idempotent)
 
 Listings never carry a secret nor its digest. A key acts as its user, so a tenant_admin
-may not make or revoke keys of a platform_admin.
+may not make or revoke keys of a platform_admin, and no admin makes keys for a person of
+an identity provider (that would let the admin act in the person's name): service keys
+are for service accounts.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from gateway.api.personal_keys import created_key, key_info, key_name
 from gateway.auth.api_keys import add_key
 from gateway.auth.authenticator import Authenticator
 from gateway.db.models import ApiKey, User
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.inference import InferenceService
 from gateway.schemas.identity import CreatedKey, KeyInfo, KeyPage, ServiceKeyRequest
 
@@ -70,6 +72,14 @@ class AdminKeysController(Controller):
             async with sessions() as session:
                 user = await user_in_scope(session, scope, body.user_id, param="user_id")
                 scope.require_may_manage(user)
+                if user.issuer is not None:
+                    raise PermissionDenied(
+                        "Service keys belong to service accounts (POST /admin/v1/users). "
+                        "A person makes their own key with `enclave login`, so that what is "
+                        "sent with it is theirs.",
+                        code="service_key_for_person",
+                        param="user_id",
+                    )
                 new = await add_key(session, user, name=name, expires_at=expires_at, kind="service")
                 await record_action(
                     inference,

@@ -1,39 +1,50 @@
 """Users: listed, shown, disabled and granted roles by their admins.
 
+POST  /admin/v1/users          a service account {name, tenant_id?} for scripts' keys
 GET   /admin/v1/users          list (?tenant_id=); a tenant_admin sees its own tenant only
 GET   /admin/v1/users/{id}     one
 PATCH /admin/v1/users/{id}     {is_disabled?, granted_roles?}
 
-Users are not created here: they come from an identity provider on first sign-in, or from
-``enclave keys create``. Roles sent by the provider (``idp_roles``) are the provider's to
-change; only ``granted_roles`` are set here. Nobody disables themselves or changes their
-own roles, only a platform_admin grants ``platform_admin``, and a user holding it is
-managed by platform_admins only.
+People are not created here: they come from an identity provider on first sign-in.
+Service accounts (local users) are created here or by ``enclave keys create``. Roles sent
+by the provider (``idp_roles``) are the provider's to change; only ``granted_roles`` are
+set here. Nobody disables themselves or changes their own roles, only a platform_admin
+grants ``platform_admin``, and a user holding it is managed by platform_admins only.
 """
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Controller, Request, get, patch
+from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.api.admin.bodies import MAX_BODY_BYTES, described_body, read_json
 from gateway.api.admin.pages import DEFAULT_LIMIT, After, Limit, page
-from gateway.api.admin.scope import BEARER, AdminScope, admin_call, user_in_scope
+from gateway.api.admin.scope import (
+    BEARER,
+    AdminScope,
+    admin_call,
+    tenant_in_scope,
+    user_in_scope,
+)
 from gateway.api.intake import record_action
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.claims import ROLES
 from gateway.db.models import User
-from gateway.errors import InvalidRequest
+from gateway.errors import Conflict, InvalidRequest
 from gateway.inference import InferenceService
-from gateway.schemas.identity import UserInfo, UserPage, UserUpdate
+from gateway.schemas.identity import ServiceUserRequest, UserInfo, UserPage, UserUpdate
 
 USERS = "/admin/v1/users"
 USER = "/admin/v1/users/{id}"
+MAX_USER_NAME_LENGTH = 255
 
 
 def user_info(user: User) -> UserInfo:
@@ -50,6 +61,15 @@ def user_info(user: User) -> UserInfo:
         created_at=user.created_at,
         last_seen_at=user.last_seen_at,
     )
+
+
+def service_user_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_USER_NAME_LENGTH or not name.isprintable():
+        raise InvalidRequest(
+            f"name must be 1 to {MAX_USER_NAME_LENGTH} printable characters.", param="name"
+        )
+    return name
 
 
 def granted_roles(scope: AdminScope, roles: list[str]) -> list[str]:
@@ -82,6 +102,50 @@ class AdminUsersController(Controller):
     tags = ("admin",)
     security = (BEARER,)
     request_max_body_size = MAX_BODY_BYTES
+
+    @post("", status_code=201, dependencies=described_body(ServiceUserRequest))
+    async def create_service_user(
+        self,
+        request: Request[Any, Any, Any],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        sessions: NamedDependency[async_sessionmaker[AsyncSession]],
+    ) -> UserInfo:
+        """A service account in a tenant within reach, to hold service keys for scripts."""
+        async with admin_call(request, inference, authenticator, USERS) as (intake, scope):
+            body = await read_json(request, ServiceUserRequest)
+            name = service_user_name(body.name)
+            tenant_id = body.tenant_id or scope.tenant_id
+            if tenant_id is None:
+                raise InvalidRequest("tenant_id is required.", param="tenant_id")
+            async with sessions() as session:
+                tenant = await tenant_in_scope(session, scope, tenant_id)
+                user = User(
+                    id=str(uuid.uuid4()),
+                    tenant_id=tenant.id,
+                    name=name,
+                    created_at=datetime.now(UTC),
+                    is_disabled=False,
+                    idp_roles=[],
+                    granted_roles=[],
+                )
+                session.add(user)
+                try:
+                    await session.flush()
+                except IntegrityError:
+                    raise Conflict(
+                        f"A service account named {name!r} exists in this tenant.",
+                        code="user_exists",
+                    ) from None
+                await record_action(
+                    inference,
+                    intake,
+                    target=f"user:{user.id}",
+                    change={"action": "create_service_user", "tenant_id": tenant.id, "name": name},
+                    status=201,
+                )
+                await session.commit()
+        return user_info(user)
 
     @get("")
     async def list_users(
