@@ -306,3 +306,18 @@ async def test_enclave_login_device_flow_end_to_end(
 
     await set_disabled(stack, user.id, True)
     assert (await chat(stack, key)).status_code == 401
+
+
+async def test_concurrent_first_requests_provision_one_user_and_one_tenant(
+    stack: Stack,
+    oidc_provider: OidcProvider,  # noqa: F811
+) -> None:
+    token = oidc_provider.client_credentials_token("radiology-service")
+
+    responses = await asyncio.gather(*(chat(stack, token) for _ in range(8)))
+
+    assert [r.status_code for r in responses] == [200] * 8
+    async with stack.sessions() as session:
+        users = list(await session.scalars(select(User).where(User.subject == "radiology-service")))
+        tenants = list(await session.scalars(select(Tenant).where(Tenant.name == "radiology")))
+    assert (len(users), len(tenants)) == (1, 1)
