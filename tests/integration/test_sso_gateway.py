@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select, update
 
 from gateway.db.models import AuditRecord, Tenant, User
+from gateway.login import DeviceAuthorization, LoginProvider, obtain_access_token
 from tests.fakes.engine import FakeEngine
 from tests.integration.sso import bearer, chat, provider_settings, sso_stack
 from tests.integration.stack import Stack
@@ -297,15 +299,40 @@ async def test_enclave_login_device_flow_end_to_end(
     assert [entry["key"] for entry in stored.values()] == [key]
     assert (tmp_path / "enclave" / "credentials.json").stat().st_mode & 0o777 == 0o600
 
-    response = await chat(stack, key)
-    assert response.status_code == 200, response.text
+    token = await alices_access_token(oidc_provider)
     user, tenant = await user_of(stack, oidc_provider.issuer, "alice")
     assert (tenant.name, user.roles) == ("cardiology", {"user"})
-    rows = [r for r in await stack.audit_rows() if r.request_id == response.json()["id"]]
-    assert {(r.user_id, r.tenant_id) for r in rows} == {(user.id, tenant.id)}
+    for credential in (key, token):  # her key and her own token act as the same user
+        response = await chat(stack, credential)
+        assert response.status_code == 200, response.text
+        rows = [r for r in await stack.audit_rows() if r.request_id == response.json()["id"]]
+        assert {(r.user_id, r.tenant_id) for r in rows} == {(user.id, tenant.id)}
 
     await set_disabled(stack, user.id, True)
     assert (await chat(stack, key)).status_code == 401
+    assert (await chat(stack, token)).status_code == 401
+
+
+async def alices_access_token(provider: OidcProvider) -> str:
+    """An access token of alice by the device flow, approved in the provider's pages."""
+    approvals: list[asyncio.Future[None]] = []
+
+    def approve(authorization: DeviceAuthorization) -> None:
+        uri = authorization.verification_uri_complete
+        assert uri is not None
+        approvals.append(
+            asyncio.ensure_future(asyncio.to_thread(provider.approve_device, uri, "alice"))
+        )
+
+    login_provider = LoginProvider(
+        provider.issuer, provider.device_client_id, "openid", "urn:enclave"
+    )
+    async with httpx.AsyncClient(timeout=10) as http:
+        token = await obtain_access_token(
+            http, login_provider, on_prompt=approve, interval_override_s=0.05
+        )
+    await approvals[0]
+    return token
 
 
 async def test_concurrent_first_requests_provision_one_user_and_one_tenant(
