@@ -262,15 +262,31 @@ async def test_valid_token_of_another_issuer_cannot_reach_this_tenants_objects(
     key_id = created.json()["id"]
     partner_admin = partner.token()  # tenant "partner", role tenant_admin
 
+    user_id = created.json()["user_id"]
+    tenant_id = created.json()["tenant_id"]
+
     revoke = await stack.client.delete(
         f"/v1/auth/personal-keys/{key_id}", headers=bearer(partner_admin)
     )
     listed = await stack.client.get("/v1/auth/personal-keys", headers=bearer(partner_admin))
+    admin_calls = [
+        ("GET", f"/admin/v1/users/{user_id}", None),
+        ("PATCH", f"/admin/v1/users/{user_id}", {"is_disabled": True}),
+        ("GET", f"/admin/v1/keys/{key_id}", None),
+        ("DELETE", f"/admin/v1/keys/{key_id}", None),
+        ("GET", f"/admin/v1/tenants/{tenant_id}", None),
+    ]
+    answers = [
+        await stack.client.request(method, path, json=body, headers=bearer(partner_admin))
+        for method, path, body in admin_calls
+    ]
 
     assert revoke.status_code == 404
     assert revoke.json()["error"]["code"] == "key_not_found"
     assert listed.json()["data"] == []
+    assert [a.status_code for a in answers] == [404] * len(admin_calls)
     assert (await chat(stack, created.json()["key"])).status_code == 200
+    assert (await chat(stack, cardiology)).status_code == 200
 
 
 # -- the provider's endpoints --------------------------------------------------------------
