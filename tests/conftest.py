@@ -26,6 +26,7 @@ import redis
 import redis.asyncio
 from sqlalchemy import make_url
 
+from tests.oidc_provider import oidc_provider  # noqa: F401  (one provider for the session)
 from tests.processes import free_port
 
 START_TIMEOUT_S = 30.0

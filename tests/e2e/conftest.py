@@ -27,7 +27,7 @@ from gateway.db.session import create_engine, create_session_factory
 from gateway.settings import Settings
 from tests.conftest import admin_connection
 from tests.integration.sso import provider_settings
-from tests.oidc_provider import OidcProvider, oidc_provider  # noqa: F401
+from tests.oidc_provider import OidcProvider
 from tests.processes import DEMO_MODEL, Processes, worker_env
 from workers.models import pull_model
 
@@ -120,7 +120,7 @@ def cluster(
     e2e_database_url: str,
     e2e_redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> Iterator[Cluster]:
     model_path = pull_model(DEMO_MODEL, Settings().model_dir, progress=lambda _: None)
     log_dir = tmp_path_factory.mktemp("e2e-logs")

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from gateway.db.models import Tenant, User
 from gateway.db.session import create_engine, create_session_factory
 from tests.e2e.conftest import Cluster
-from tests.oidc_provider import OidcProvider, oidc_provider  # noqa: F401
+from tests.oidc_provider import OidcProvider
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ def provisioned(cluster: Cluster, issuer: str, subject: str) -> tuple[str, str]:
 
 def test_provider_token_streams_an_answer_and_is_audited_as_that_user(
     cluster: Cluster,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("radiology-service")
     client = cluster.client(api_key=token)

@@ -26,7 +26,7 @@ from gateway.login import (
     obtain_access_token,
     show_device_prompt,
 )
-from tests.oidc_provider import ENCLAVE_AUDIENCE, OidcProvider, oidc_provider  # noqa: F401
+from tests.oidc_provider import ENCLAVE_AUDIENCE, OidcProvider
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ async def validated_claims(
     [("alice", "cardiology", {"user"}), ("bob", "radiology", {"user", "tenant_admin"})],
 )
 async def test_approved_device_login_yields_the_persons_enclave_token(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     capsys: pytest.CaptureFixture[str],
     login: str,
@@ -123,7 +123,7 @@ async def test_approved_device_login_yields_the_persons_enclave_token(
 
 
 async def test_without_a_resource_indicator_the_token_is_opaque(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -136,7 +136,7 @@ async def test_without_a_resource_indicator_the_token_is_opaque(
 
 
 async def test_denied_device_login_fails_clearly(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -149,7 +149,7 @@ async def test_denied_device_login_fails_clearly(
 
 
 async def test_device_code_past_its_expiry_fails_clearly(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -17,7 +17,7 @@ import pytest
 from gateway.auth.access_tokens import InvalidToken
 from gateway.auth.discovery import ProviderMetadata, discover
 from gateway.auth.introspection import Introspector
-from tests.oidc_provider import OidcProvider, oidc_provider  # noqa: F401
+from tests.oidc_provider import OidcProvider
 from tests.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -33,13 +33,13 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def metadata(oidc_provider: OidcProvider, http: httpx.AsyncClient) -> ProviderMetadata:  # noqa: F811
+async def metadata(oidc_provider: OidcProvider, http: httpx.AsyncClient) -> ProviderMetadata:
     return await discover(http, oidc_provider.issuer)
 
 
 @pytest.fixture
 def make_introspector(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     metadata: ProviderMetadata,
 ) -> Callable[..., Introspector]:
@@ -67,7 +67,7 @@ async def reason_for(introspector: Introspector, token: str) -> str:
 
 
 async def test_an_opaque_token_is_active_with_its_claims(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     make_introspector: Callable[..., Introspector],
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service", resource=OPAQUE)
@@ -82,7 +82,7 @@ async def test_an_opaque_token_is_active_with_its_claims(
 
 
 async def test_a_token_for_another_audience_is_refused(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     make_introspector: Callable[..., Introspector],
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service", resource=OPAQUE)
@@ -97,7 +97,7 @@ async def test_a_garbage_token_is_inactive(make_introspector: Callable[..., Intr
 
 
 async def test_a_jwt_access_token_is_refused_by_the_endpoint(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     make_introspector: Callable[..., Introspector],
 ) -> None:
     """oidc-provider answers 400 to a structured token: JWTs go to validate_access_token."""
@@ -107,7 +107,7 @@ async def test_a_jwt_access_token_is_refused_by_the_endpoint(
 
 
 async def test_a_wrong_client_secret_fails_closed(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     metadata: ProviderMetadata,
     make_introspector: Callable[..., Introspector],
@@ -127,7 +127,7 @@ async def test_a_wrong_client_secret_fails_closed(
 
 
 async def test_an_endpoint_that_is_down_fails_closed(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     make_introspector: Callable[..., Introspector],
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service", resource=OPAQUE)
@@ -138,7 +138,7 @@ async def test_an_endpoint_that_is_down_fails_closed(
 
 # Keep last: rotation resets the provider's token store (previous keys stay published).
 async def test_a_token_forgotten_by_the_provider_is_inactive_once_the_cache_expires(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     make_introspector: Callable[..., Introspector],
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service", resource=OPAQUE)

@@ -20,7 +20,7 @@ from gateway.auth.access_tokens import (
 from gateway.auth.claims import ClaimMapping, map_claims
 from gateway.auth.discovery import ProviderMetadata, discover, jwks_fetcher
 from gateway.auth.jwks import JwksCache
-from tests.oidc_provider import ENCLAVE_AUDIENCE, OidcProvider, oidc_provider  # noqa: F401
+from tests.oidc_provider import ENCLAVE_AUDIENCE, OidcProvider
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def metadata(oidc_provider: OidcProvider, http: httpx.AsyncClient) -> ProviderMetadata:  # noqa: F811
+async def metadata(oidc_provider: OidcProvider, http: httpx.AsyncClient) -> ProviderMetadata:
     return await discover(http, oidc_provider.issuer)
 
 
@@ -56,7 +56,7 @@ def cache_for(http: httpx.AsyncClient, metadata: ProviderMetadata) -> JwksCache:
 
 
 async def test_discovery_of_the_real_provider(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     metadata: ProviderMetadata,
 ) -> None:
     assert metadata.issuer == oidc_provider.issuer
@@ -69,7 +69,7 @@ async def test_discovery_of_the_real_provider(
     ("resource", "alg"), [(ENCLAVE_AUDIENCE, "RS256"), ("urn:enclave:es256", "ES256")]
 )
 async def test_client_credentials_token_validates_and_maps_tenant_and_roles(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     metadata: ProviderMetadata,
     resource: str,
@@ -87,7 +87,7 @@ async def test_client_credentials_token_validates_and_maps_tenant_and_roles(
 
 
 async def test_claims_differ_per_client(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     metadata: ProviderMetadata,
 ) -> None:
@@ -100,7 +100,7 @@ async def test_claims_differ_per_client(
 
 
 async def test_token_for_another_audience_is_refused(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     metadata: ProviderMetadata,
 ) -> None:
@@ -111,7 +111,7 @@ async def test_token_for_another_audience_is_refused(
 
 
 async def test_key_rotation_new_key_accepted_removed_key_refused(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     http: httpx.AsyncClient,
     metadata: ProviderMetadata,
 ) -> None:
@@ -137,7 +137,7 @@ async def test_key_rotation_new_key_accepted_removed_key_refused(
 
 
 async def test_opaque_token_introspection(
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     metadata: ProviderMetadata,
 ) -> None:
     assert metadata.introspection_endpoint is not None

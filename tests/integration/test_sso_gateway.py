@@ -23,7 +23,7 @@ from gateway.login import DeviceAuthorization, LoginProvider, obtain_access_toke
 from tests.fakes.engine import FakeEngine
 from tests.integration.sso import bearer, chat, provider_settings, sso_stack
 from tests.integration.stack import Stack
-from tests.oidc_provider import OidcProvider, oidc_provider  # noqa: F401
+from tests.oidc_provider import OidcProvider
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ async def stack(
     make_postgres_url: Callable[[], str],
     redis_url: str,
     engine: FakeEngine,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> AsyncIterator[Stack]:
     async with sso_stack(
         make_postgres_url,
@@ -72,7 +72,7 @@ async def last_refusal(stack: Stack) -> AuditRecord:
 
 async def test_provider_token_calls_chat_and_is_audited_as_that_user_in_the_mapped_tenant(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service")
 
@@ -93,7 +93,7 @@ async def test_provider_token_calls_chat_and_is_audited_as_that_user_in_the_mapp
 
 async def test_second_token_of_the_same_subject_reuses_the_provisioned_user(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     for _ in range(2):
         token = oidc_provider.client_credentials_token("radiology-service")
@@ -104,14 +104,14 @@ async def test_second_token_of_the_same_subject_reuses_the_provisioned_user(
     assert users[0].roles == {"user", "auditor"}  # enclave-users is not mapped to anything
 
 
-async def test_es256_token_is_accepted(stack: Stack, oidc_provider: OidcProvider) -> None:  # noqa: F811
+async def test_es256_token_is_accepted(stack: Stack, oidc_provider: OidcProvider) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service", "urn:enclave:es256")
     assert (await chat(stack, token)).status_code == 200
 
 
 async def test_opaque_token_is_introspected_and_accepted(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service", "urn:enclave:opaque")
     assert token.count(".") != 2  # really opaque
@@ -125,7 +125,7 @@ async def test_opaque_token_is_introspected_and_accepted(
 
 async def test_token_without_a_tenant_claim_is_refused_with_403(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("no-tenant-service")
 
@@ -139,7 +139,7 @@ async def test_token_without_a_tenant_claim_is_refused_with_403(
 
 async def test_disabling_the_user_stops_token_and_personal_key_within_one_request(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service")
     created = await stack.client.post(
@@ -162,7 +162,7 @@ async def test_disabling_the_user_stops_token_and_personal_key_within_one_reques
 
 async def test_personal_key_acts_with_the_users_current_roles_and_expires_in_90_days(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service")
     created = (
@@ -191,7 +191,7 @@ async def test_an_api_key_cannot_mint_personal_keys(stack: Stack) -> None:
 
 async def test_personal_key_request_is_validated(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service")
     for body, param in (({"expires_in_days": 0}, "expires_in_days"), ({"nme": "x"}, None)):
@@ -204,7 +204,7 @@ async def test_personal_key_request_is_validated(
 
 async def test_revoking_a_personal_key_from_another_user_is_404(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     cardiology = oidc_provider.client_credentials_token("cardiology-service")
     radiology = oidc_provider.client_credentials_token("radiology-service")
@@ -224,7 +224,7 @@ async def test_revoking_a_personal_key_from_another_user_is_404(
 
 async def test_login_configuration_names_the_device_client(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     response = await stack.client.get("/v1/auth/login")
     assert response.json() == {
@@ -241,7 +241,7 @@ async def test_login_configuration_names_the_device_client(
 
 async def test_key_rotation_at_the_provider_without_restart(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     old_token = oidc_provider.client_credentials_token("cardiology-service")
     assert (await chat(stack, old_token)).status_code == 200
@@ -257,7 +257,7 @@ async def test_key_rotation_at_the_provider_without_restart(
 
 async def test_enclave_login_device_flow_end_to_end(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     tmp_path: Path,
 ) -> None:
     """``enclave login`` as a real process: device flow at the provider, alice approves in
@@ -337,7 +337,7 @@ async def alices_access_token(provider: OidcProvider) -> str:
 
 async def test_concurrent_first_requests_provision_one_user_and_one_tenant(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("radiology-service")
 

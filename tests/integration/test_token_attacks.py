@@ -27,7 +27,7 @@ from tests.fakes.engine import FakeEngine
 from tests.integration.sso import bearer, chat, partner_settings, provider_settings, sso_stack
 from tests.integration.stack import Stack
 from tests.issuer_server import IssuerServer, b64url, running_issuer, unsigned
-from tests.oidc_provider import OidcProvider, oidc_provider  # noqa: F401
+from tests.oidc_provider import OidcProvider
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ async def stack(
     make_postgres_url: Callable[[], str],
     redis_url: str,
     engine: FakeEngine,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     partner: IssuerServer,
 ) -> AsyncIterator[Stack]:
     async with sso_stack(
@@ -94,14 +94,14 @@ def provider_claims(provider: OidcProvider, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
-async def test_alg_none(stack: Stack, oidc_provider: OidcProvider, alg: str) -> None:  # noqa: F811
+async def test_alg_none(stack: Stack, oidc_provider: OidcProvider, alg: str) -> None:
     header = {"alg": alg, "typ": "at+jwt", "kid": provider_kid(oidc_provider)["kid"]}
     await assert_refused(stack, unsigned(header, provider_claims(oidc_provider)), "alg_not_allowed")
 
 
 async def test_hs256_signed_with_the_issuers_rsa_public_key(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     public = provider_kid(oidc_provider)
     pem = RSAKey.import_key(public).as_pem(private=False)
@@ -132,7 +132,7 @@ async def test_es256_header_on_an_rsa_key(stack: Stack, partner: IssuerServer) -
 
 async def test_forged_signature_with_a_real_kid(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     partner: IssuerServer,
 ) -> None:
     kid = provider_kid(oidc_provider)["kid"]
@@ -215,7 +215,7 @@ async def test_audience(stack: Stack, partner: IssuerServer, aud: list[str] | No
 
 async def test_wrong_audience_from_the_real_provider(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
 ) -> None:
     token = oidc_provider.client_credentials_token("cardiology-service", "urn:other-service")
     await assert_refused(stack, token, "bad_audience")
@@ -227,7 +227,7 @@ async def test_wrong_iss(stack: Stack, partner: IssuerServer) -> None:
 
 async def test_iss_of_the_provider_signed_by_the_partner(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     partner: IssuerServer,
 ) -> None:
     token = partner.token(iss=oidc_provider.issuer)  # a trusted key, but not this issuer's
@@ -254,7 +254,7 @@ async def test_id_token_shape_even_with_at_jwt_typ_fails_on_audience(
 
 async def test_valid_token_of_another_issuer_cannot_reach_this_tenants_objects(
     stack: Stack,
-    oidc_provider: OidcProvider,  # noqa: F811
+    oidc_provider: OidcProvider,
     partner: IssuerServer,
 ) -> None:
     cardiology = oidc_provider.client_credentials_token("cardiology-service")
