@@ -1,0 +1,100 @@
+"""Audit records as a hash chain: canonical bytes, sequence numbers, links, pseudonyms.
+
+A record is the RFC 8785 canonical JSON of its fields plus ``seq`` (consecutive from 0) and
+``prev`` (the hex leaf hash of record ``seq - 1``; 64 zeros for the first). Those exact
+bytes are stored and hashed: the leaf hash (RFC 6962, ``merkle.leaf_hash``) is both the
+Merkle leaf and the next record's ``prev``. Nothing is ever re-serialised from parsed JSON.
+
+User identities in records are pseudonyms: HMAC-SHA256 under a key kept outside the
+database, so the log alone does not name people, and whoever holds the key can still find
+a person's records (the HMAC of their id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.audit.canonical import canonical_json
+from gateway.audit.merkle import leaf_hash
+
+GENESIS_PREV = "0" * 64
+RESERVED_FIELDS = frozenset({"seq", "prev"})
+
+
+def pseudonym(key: bytes, identity: str) -> str:
+    """The stable pseudonym of a user (or subject) id under the pseudonymisation key."""
+    return hmac.new(key, identity.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainedRecord:
+    seq: int
+    data: bytes
+    """The canonical JSON bytes: what is stored, hashed and exported."""
+    leaf: bytes
+    """``leaf_hash(data)``: the Merkle leaf and the next record's ``prev``."""
+
+
+def chain_record(seq: int, prev_leaf: bytes | None, fields: Mapping[str, Any]) -> ChainedRecord:
+    """Record ``seq`` after the record whose leaf hash is ``prev_leaf`` (None: the first)."""
+    if seq < 0 or (seq == 0) != (prev_leaf is None):
+        raise ValueError("the first record (seq 0) and only it has no predecessor")
+    clash = RESERVED_FIELDS & fields.keys()
+    if clash:
+        raise ValueError(f"fields {sorted(clash)} are set by the chain")
+    prev = GENESIS_PREV if prev_leaf is None else prev_leaf.hex()
+    data = canonical_json({**fields, "seq": seq, "prev": prev})
+    return ChainedRecord(seq=seq, data=data, leaf=leaf_hash(data))
+
+
+@dataclass(frozen=True)
+class ChainFault:
+    """The first record that does not fit the chain, and why."""
+
+    seq: int
+    reason: str
+
+
+def check_chain(
+    records: Iterable[tuple[int, bytes]], *, start: int = 0, prev_leaf: bytes | None = None
+) -> ChainFault | None:
+    """Walk stored ``(seq, data)`` pairs in order; the first fault, or None.
+
+    Checks that sequence numbers are consecutive from ``start``, that each record's bytes
+    are canonical JSON carrying its own ``seq``, and that ``prev`` is the previous leaf.
+    """
+    expected = start
+    for seq, data in records:
+        if seq != expected:
+            return ChainFault(expected, f"record {expected} is missing (found {seq} next)")
+        fault = _check_one(seq, data, prev_leaf)
+        if fault is not None:
+            return ChainFault(seq, fault)
+        prev_leaf = leaf_hash(data)
+        expected += 1
+    return None
+
+
+def _check_one(seq: int, data: bytes, prev_leaf: bytes | None) -> str | None:
+    try:
+        fields = json.loads(data)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(fields, dict):
+        return "not a JSON object"
+    try:
+        if canonical_json(fields) != data:
+            return "not in canonical form (bytes were edited)"
+    except (TypeError, ValueError):
+        return "not canonicalisable"
+    if fields.get("seq") != seq:
+        return f"carries seq {fields.get('seq')!r}"
+    expected_prev = GENESIS_PREV if prev_leaf is None else prev_leaf.hex()
+    if fields.get("prev") != expected_prev:
+        return "prev is not the hash of the previous record"
+    return None
