@@ -1,9 +1,12 @@
 """Audit records as a hash chain: canonical bytes, sequence numbers, links, pseudonyms.
 
-A record is the RFC 8785 canonical JSON of its fields plus ``seq`` (consecutive from 0) and
-``prev`` (the hex leaf hash of record ``seq - 1``; 64 zeros for the first). Those exact
-bytes are stored and hashed: the leaf hash (RFC 6962, ``merkle.leaf_hash``) is both the
-Merkle leaf and the next record's ``prev``. Nothing is ever re-serialised from parsed JSON.
+A record is the RFC 8785 canonical JSON ``{"fields": {...}, "prev": "<hex>", "seq": n}``:
+the event's fields, the hex leaf hash of record ``seq - 1`` (64 zeros for the first) and
+its sequence number (consecutive from 0). Those exact bytes are stored and hashed: the leaf
+hash (RFC 6962, ``merkle.leaf_hash``) is both the Merkle leaf and the next record's
+``prev``. Nothing is ever re-serialised from parsed JSON. Because the member names sort as
+``fields`` < ``prev`` < ``seq``, the envelope around canonical field bytes is canonical
+too, so the sequencer chains writers' bytes without parsing them.
 
 User identities in records are pseudonyms: HMAC-SHA256 under a key kept outside the
 database, so the log alone does not name people, and whoever holds the key can still find
@@ -23,7 +26,7 @@ from gateway.audit.canonical import canonical_json
 from gateway.audit.merkle import leaf_hash
 
 GENESIS_PREV = "0" * 64
-RESERVED_FIELDS = frozenset({"seq", "prev"})
+ENVELOPE_KEYS = frozenset({"fields", "prev", "seq"})
 
 
 def pseudonym(key: bytes, identity: str) -> str:
@@ -40,16 +43,31 @@ class ChainedRecord:
     """``leaf_hash(data)``: the Merkle leaf and the next record's ``prev``."""
 
 
-def chain_record(seq: int, prev_leaf: bytes | None, fields: Mapping[str, Any]) -> ChainedRecord:
-    """Record ``seq`` after the record whose leaf hash is ``prev_leaf`` (None: the first)."""
+def envelope(seq: int, prev: str, body: bytes) -> bytes:
+    """The canonical record around canonical field bytes ``body`` (a JSON object)."""
+    return b'{"fields":%s,"prev":"%s","seq":%d}' % (body, prev.encode(), seq)
+
+
+def chain_record(seq: int, prev_leaf: bytes | None, body: bytes) -> ChainedRecord:
+    """Record ``seq`` holding canonical field bytes ``body``, after the record whose leaf
+    hash is ``prev_leaf`` (None: the first)."""
     if seq < 0 or (seq == 0) != (prev_leaf is None):
         raise ValueError("the first record (seq 0) and only it has no predecessor")
-    clash = RESERVED_FIELDS & fields.keys()
-    if clash:
-        raise ValueError(f"fields {sorted(clash)} are set by the chain")
-    prev = GENESIS_PREV if prev_leaf is None else prev_leaf.hex()
-    data = canonical_json({**fields, "seq": seq, "prev": prev})
+    if not isinstance(_parse(body), dict):  # C-speed; canonical form is the writer's job
+        raise ValueError("record fields must be a JSON object")
+    data = envelope(seq, GENESIS_PREV if prev_leaf is None else prev_leaf.hex(), body)
     return ChainedRecord(seq=seq, data=data, leaf=leaf_hash(data))
+
+
+def chain_fields(seq: int, prev_leaf: bytes | None, fields: Mapping[str, Any]) -> ChainedRecord:
+    return chain_record(seq, prev_leaf, canonical_json(fields))
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError("record fields are not JSON") from exc
 
 
 @dataclass(frozen=True)
@@ -82,19 +100,20 @@ def check_chain(
 
 def _check_one(seq: int, data: bytes, prev_leaf: bytes | None) -> str | None:
     try:
-        fields = json.loads(data)
+        record = json.loads(data)
     except (ValueError, RecursionError):
         return "not JSON"
-    if not isinstance(fields, dict):
-        return "not a JSON object"
+    if not isinstance(record, dict) or record.keys() != ENVELOPE_KEYS:
+        return "not a record (fields, prev, seq)"
+    if not isinstance(record["fields"], dict) or not isinstance(record["prev"], str):
+        return "not a record (fields, prev, seq)"
+    if record["seq"] != seq or isinstance(record["seq"], bool):
+        return f"carries seq {record['seq']!r}"
     try:
-        if canonical_json(fields) != data:
+        if envelope(seq, record["prev"], canonical_json(record["fields"])) != data:
             return "not in canonical form (bytes were edited)"
     except (TypeError, ValueError):
         return "not canonicalisable"
-    if fields.get("seq") != seq:
-        return f"carries seq {fields.get('seq')!r}"
-    expected_prev = GENESIS_PREV if prev_leaf is None else prev_leaf.hex()
-    if fields.get("prev") != expected_prev:
+    if record["prev"] != (GENESIS_PREV if prev_leaf is None else prev_leaf.hex()):
         return "prev is not the hash of the previous record"
     return None

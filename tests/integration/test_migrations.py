@@ -16,7 +16,15 @@ from gateway.db.session import create_engine, create_session_factory
 
 pytestmark = pytest.mark.integration
 
-MODEL_TABLES = {"tenants", "users", "api_keys", "audit_records"}
+MODEL_TABLES = {
+    "tenants",
+    "users",
+    "api_keys",
+    "audit_records",
+    "audit_pending",
+    "audit_log",
+    "audit_tree",
+}
 BERLIN_SUMMER = timezone(timedelta(hours=2))
 
 

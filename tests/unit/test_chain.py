@@ -11,6 +11,7 @@ from gateway.audit.chain import (
     GENESIS_PREV,
     ChainedRecord,
     ChainFault,
+    chain_fields,
     chain_record,
     check_chain,
     pseudonym,
@@ -23,7 +24,7 @@ def build(n: int) -> list[ChainedRecord]:
     for seq in range(n):
         prev = records[-1].leaf if records else None
         fields = {"event": "accepted", "request_id": f"chatcmpl-{seq}", "status": 202}
-        records.append(chain_record(seq, prev, fields))
+        records.append(chain_fields(seq, prev, fields))
     return records
 
 
@@ -35,6 +36,7 @@ def test_records_are_canonical_bytes_linked_by_the_previous_leaf_hash() -> None:
     records = build(3)
 
     first, second = json.loads(records[0].data), json.loads(records[1].data)
+    assert second["fields"]["request_id"] == "chatcmpl-1"
 
     assert first["prev"] == GENESIS_PREV
     assert second["prev"] == leaf_hash(records[0].data).hex()
@@ -43,11 +45,18 @@ def test_records_are_canonical_bytes_linked_by_the_previous_leaf_hash() -> None:
     assert check_chain(stored(records)) is None
 
 
-def test_chain_fields_cannot_be_smuggled_in() -> None:
-    with pytest.raises(ValueError, match="set by the chain"):
-        chain_record(0, None, {"seq": 7})
+def test_the_envelope_is_canonical_and_fields_stay_inside_it() -> None:
+    record = chain_fields(0, None, {"seq": 7, "prev": "forged", "zeta": [1, "ü"]})
+
+    parsed = json.loads(record.data)
+
+    assert canonical_json(parsed) == record.data
+    assert (parsed["seq"], parsed["prev"]) == (0, GENESIS_PREV)
+    assert parsed["fields"] == {"seq": 7, "prev": "forged", "zeta": [1, "ü"]}
     with pytest.raises(ValueError, match="predecessor"):
-        chain_record(1, None, {})
+        chain_fields(1, None, {})
+    with pytest.raises(ValueError, match="object"):
+        chain_record(0, None, b"[1]")
 
 
 def test_an_edited_byte_is_found_at_its_record() -> None:
@@ -87,7 +96,7 @@ def test_swapped_records_are_found() -> None:
 
 def test_a_forged_record_inserted_with_the_right_seq_breaks_the_next_link() -> None:
     records = build(5)
-    forged = chain_record(2, records[1].leaf, {"event": "accepted", "request_id": "forged"})
+    forged = chain_fields(2, records[1].leaf, {"event": "accepted", "request_id": "forged"})
     rows = [*stored(records[:2]), (2, forged.data), *stored(records[3:])]
 
     assert check_chain(rows) == ChainFault(3, "prev is not the hash of the previous record")
@@ -95,8 +104,8 @@ def test_a_forged_record_inserted_with_the_right_seq_breaks_the_next_link() -> N
 
 def test_a_consistent_rewrite_passes_the_chain_alone() -> None:
     # Only a checkpoint (Merkle root) catches a chain rewritten from the start.
-    rewritten = [chain_record(0, None, {"event": "rewritten"})]
-    rewritten.append(chain_record(1, rewritten[0].leaf, {"event": "rewritten"}))
+    rewritten = [chain_fields(0, None, {"event": "rewritten"})]
+    rewritten.append(chain_fields(1, rewritten[0].leaf, {"event": "rewritten"}))
 
     assert check_chain(stored(rewritten)) is None
     assert rewritten[1].leaf != build(2)[1].leaf

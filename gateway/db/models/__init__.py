@@ -1,7 +1,17 @@
 """Database models (SQLAlchemy 2, typed). Alembic migrations in migrations/ follow them."""
 
 from gateway.db.models.audit import AuditRecord
+from gateway.db.models.audit_log import AuditLogEntry, AuditPending, AuditTree
 from gateway.db.models.base import Base
 from gateway.db.models.identity import ApiKey, Tenant, User
 
-__all__ = ["ApiKey", "AuditRecord", "Base", "Tenant", "User"]
+__all__ = [
+    "ApiKey",
+    "AuditLogEntry",
+    "AuditPending",
+    "AuditRecord",
+    "AuditTree",
+    "Base",
+    "Tenant",
+    "User",
+]

@@ -1,0 +1,130 @@
+"""Many writers, one order: pending audit records become the hash-chained, Merkle-covered log.
+
+Writers INSERT canonical field bytes into ``audit_pending`` and return (``append_pending``).
+One sequencer drains them in batches: in a single transaction it locks the tree head,
+takes the oldest pending rows, chains each (``seq``, ``prev``), appends the leaves to the
+frontier, inserts the log rows, deletes the pending rows and writes the new head. A crash
+anywhere rolls the whole batch back; nothing is sequenced twice or lost.
+
+Leadership on PostgreSQL: the sequencer holds a session-level advisory lock on its own
+connection for as long as it runs, so of N gateway replicas exactly one sequences and
+another takes over when it dies (its connection closes, the lock is released). SQLite has
+one process: the embedded default runs the sequencer in that process without a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.audit.canonical import canonical_json
+from gateway.audit.chain import chain_record
+from gateway.audit.merkle import Frontier
+from gateway.db.models import AuditLogEntry, AuditPending, AuditTree
+
+logger = logging.getLogger("enclave.audit.sequencer")
+
+ADVISORY_LOCK_KEY = 0x656E636C61766531  # "enclave1": one sequencer per database
+DEFAULT_BATCH_SIZE = 2000
+
+
+async def append_pending(conn: AsyncConnection, fields: Mapping[str, Any]) -> None:
+    """Queue one record for sequencing (the caller commits). Raises on non-canonical input."""
+    await conn.execute(
+        insert(AuditPending).values(created_at=datetime.now(UTC), body=canonical_json(fields))
+    )
+
+
+_sqlite_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def sequence_batch(engine: AsyncEngine, limit: int = DEFAULT_BATCH_SIZE) -> int:
+    """Sequence up to ``limit`` pending records in one transaction; how many were done."""
+    if engine.dialect.name == "postgresql":  # the head row's FOR UPDATE orders sequencers
+        return await _sequence_batch(engine, limit)
+    # SQLite ignores FOR UPDATE; one process, so an in-process lock orders sequencers.
+    lock = _sqlite_locks.setdefault(engine, asyncio.Lock())
+    async with lock:
+        return await _sequence_batch(engine, limit)
+
+
+async def _sequence_batch(engine: AsyncEngine, limit: int) -> int:
+    async with engine.begin() as conn:
+        head = (
+            await conn.execute(select(AuditTree).where(AuditTree.id == 1).with_for_update())
+        ).one()
+        pending = (
+            await conn.execute(
+                select(AuditPending.id, AuditPending.body).order_by(AuditPending.id).limit(limit)
+            )
+        ).all()
+        if not pending:
+            return 0
+        frontier = Frontier.from_bytes(head.frontier)
+        prev: bytes | None = head.last_leaf
+        now = datetime.now(UTC)
+        rows = []
+        for offset, (_, body) in enumerate(pending):
+            record = chain_record(head.size + offset, prev, body)
+            frontier.append(record.leaf)
+            prev = record.leaf
+            rows.append({"seq": record.seq, "data": record.data, "leaf": record.leaf})
+        await conn.execute(insert(AuditLogEntry), [row | {"sequenced_at": now} for row in rows])
+        # By id, not "id <= last": a writer's row with a lower id may commit after this batch
+        # was read, and must wait for the next batch rather than vanish.
+        await conn.execute(delete(AuditPending).where(AuditPending.id.in_([p.id for p in pending])))
+        await conn.execute(
+            update(AuditTree)
+            .where(AuditTree.id == 1)
+            .values(size=frontier.size, frontier=frontier.to_bytes(), last_leaf=prev)
+        )
+    return len(pending)
+
+
+@contextlib.asynccontextmanager
+async def leadership(engine: AsyncEngine) -> AsyncIterator[bool]:
+    """Hold the sequencer lock while inside; yields whether this process is the leader."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    async with engine.connect() as conn:
+        is_leader = bool(
+            await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        )
+        await conn.commit()
+        try:
+            yield is_leader
+        finally:
+            if is_leader:
+                await conn.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
+                )
+                await conn.commit()
+
+
+async def run_sequencer(
+    engine: AsyncEngine,
+    stop: asyncio.Event,
+    *,
+    idle_s: float = 0.02,
+    retry_s: float = 1.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> None:
+    """Sequence until ``stop`` is set: lead when the lock is free, drain, wait when idle."""
+    while not stop.is_set():
+        async with leadership(engine) as is_leader:
+            while is_leader and not stop.is_set():
+                if await sequence_batch(engine, batch_size) == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), idle_s)
+        if not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_s)

@@ -1,0 +1,104 @@
+"""Group commit for audit records: many concurrent appends, few transactions.
+
+``append`` returns only once its record is committed to ``audit_pending`` (fail closed: an
+exception means no record, and the caller refuses the request). Appends that arrive while
+a commit is in flight wait for the next one, which takes all of them in one multi-row
+INSERT: with 32 concurrent requests a commit carries dozens of records, so the database
+sees a few hundred transactions a second instead of thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.audit.canonical import canonical_json
+from gateway.db.models import AuditPending
+
+DEFAULT_MAX_BATCH = 500
+DEFAULT_FLUSHERS = 2
+
+
+async def insert_pending(conn: AsyncConnection, rows: list[tuple[datetime, bytes]]) -> None:
+    """Insert pending rows in the caller's transaction: COPY on PostgreSQL (asyncpg), a
+    multi-row INSERT elsewhere."""
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.copy_records_to_table(
+            AuditPending.__tablename__, records=rows, columns=["created_at", "body"]
+        )
+        return
+    await conn.execute(
+        insert(AuditPending), [{"created_at": at, "body": body} for at, body in rows]
+    )
+
+
+class PendingWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        flushers: int = DEFAULT_FLUSHERS,
+    ) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._flushers = flushers
+        self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._flush_loop()) for _ in range(self._flushers)]
+
+    async def stop(self) -> None:
+        """Commit what is waiting, then stop."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        while self._waiting:
+            await self._flush_once()
+
+    async def append(self, fields: Mapping[str, Any]) -> None:
+        """Queue one record and wait until it is committed; raises if it could not be."""
+        body = canonical_json(fields)  # bad fields fail here, alone
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((body, done))
+        self._wakeup.set()
+        await asyncio.shield(done)  # a cancelled caller does not cancel others' commit
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._waiting:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        batch, self._waiting = (
+            self._waiting[: self._max_batch],
+            self._waiting[self._max_batch :],
+        )
+        if not batch:
+            return
+        now = datetime.now(UTC)
+        try:
+            async with self._engine.begin() as conn:
+                await insert_pending(conn, [(now, body) for body, _ in batch])
+        except Exception as exc:  # every waiter learns its record was not written
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
