@@ -1,4 +1,4 @@
-"""The ``enclave`` command: serve, worker, run (the demo), migrate, keys, login, models."""
+"""The ``enclave`` command: serve, worker, run (the demo), migrate, audit, keys, login, models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.commands import add_commands as add_audit_commands
 from gateway.auth.claims import ROLES
 from gateway.settings import ConfigurationError, Settings, load_settings
 
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=cmd_worker)
     commands.add_parser("run", help="start the one-machine demo").set_defaults(handler=cmd_run)
     commands.add_parser("migrate", help="upgrade the database").set_defaults(handler=cmd_migrate)
+    add_audit_commands(commands)
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
     )

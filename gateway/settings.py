@@ -45,6 +45,15 @@ class DatabaseSettings(_Section):
 class AuditSettings(_Section):
     database_url: SecretStr | None = None
     """Where audit records go; default: the main database."""
+    origin: str = Field(default="enclave.local/audit", min_length=1, pattern=r"^[^\s+]+$")
+    """The log's name in its checkpoints (and its signing key's name); unique per deployment."""
+    signing_key_file: Path | None = None
+    """Ed25519 checkpoint signing key (``enclave audit keygen``); mode 0600, never in the DB."""
+    verifier_key: str | None = None
+    """The public verifier key; default: derived from ``signing_key_file``."""
+    checkpoint_dir: Path | None = None
+    """Every checkpoint is also written here, once (an external, write-once location)."""
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)
 
 
 class RedisSettings(_Section):

@@ -24,6 +24,7 @@ MODEL_TABLES = {
     "audit_pending",
     "audit_log",
     "audit_tree",
+    "audit_checkpoints",
 }
 BERLIN_SUMMER = timezone(timedelta(hours=2))
 

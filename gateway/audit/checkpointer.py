@@ -1,0 +1,89 @@
+"""Signed checkpoints of the audit log: the tree head as a C2SP note, in the database and
+in a write-once directory.
+
+The signing key is read from a file the database never sees; a verifier holding any earlier
+checkpoint (from the directory, an e-mail, a regulator's copy) detects every later change
+to the records it covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit.checkpoints import Checkpoint, Signer, sign
+from gateway.audit.merkle import Frontier
+from gateway.db.models import AuditCheckpoint, AuditTree
+
+logger = logging.getLogger("enclave.audit.checkpoints")
+
+
+def checkpoint_path(directory: Path, size: int) -> Path:
+    return directory / f"{size:020d}.checkpoint"
+
+
+def write_once(path: Path, text: str) -> None:
+    """Create ``path`` with ``text``; never overwrite (O_EXCL), read-only afterwards."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _store(directory: Path, size: int, note: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_once(checkpoint_path(directory, size), note)
+
+
+async def write_checkpoint(
+    engine: AsyncEngine, signer: Signer, origin: str, directory: Path | None = None
+) -> Checkpoint | None:
+    """Sign the current tree head; None when the newest checkpoint already covers it."""
+    async with engine.begin() as conn:
+        head = (await conn.execute(select(AuditTree).where(AuditTree.id == 1))).one()
+        newest = await conn.scalar(
+            select(AuditCheckpoint.size).where(AuditCheckpoint.size >= head.size).limit(1)
+        )
+        if newest is not None:
+            return None
+        checkpoint = Checkpoint(origin, head.size, Frontier.from_bytes(head.frontier).root())
+        note = sign(checkpoint, signer)
+        await conn.execute(
+            insert(AuditCheckpoint).values(
+                size=checkpoint.size,
+                root=checkpoint.root_hash,
+                note=note,
+                created_at=datetime.now(UTC),
+            )
+        )
+    if directory is not None:
+        await asyncio.to_thread(_store, directory, checkpoint.size, note)
+    logger.info("checkpoint %d signed", checkpoint.size)
+    return checkpoint
+
+
+async def run_checkpointer(
+    engine: AsyncEngine,
+    signer: Signer,
+    origin: str,
+    stop: asyncio.Event,
+    *,
+    directory: Path | None = None,
+    interval_s: float = 60.0,
+) -> None:
+    """A checkpoint every ``interval_s`` while records arrive, until ``stop``."""
+    while not stop.is_set():
+        try:
+            await write_checkpoint(engine, signer, origin, directory)
+        except Exception:
+            logger.exception("checkpoint failed; retrying at the next interval")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
