@@ -77,7 +77,8 @@ async def test_keygen_checkpoint_and_verify(
     assert ok.stdout.strip() == "ok: 12 records, 1 signed checkpoints verified"
 
     engine = create_engine(url)
-    async with engine.begin() as conn:
+    async with engine.begin() as conn:  # a superuser, past the append-only triggers
+        await conn.execute(text("SET LOCAL session_replication_role = replica"))
         await conn.execute(text("DELETE FROM audit_log WHERE seq = 4"))
     await engine.dispose()
     bad = enclave(verifier_only, "verify", "--checkpoint", str(note_file))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.chain import chain_fields
@@ -251,3 +252,25 @@ async def test_a_checkpoint_inconsistent_with_an_earlier_one(log: Log) -> None:
     fault = await log.verify()  # the verifier still holds the original checkpoint 20
 
     assert fault == Fault("two signed checkpoints of size 20 disagree")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_log SET data = data WHERE seq = 1",
+        "DELETE FROM audit_log WHERE seq = 1",
+        "TRUNCATE audit_log",
+        "UPDATE audit_checkpoints SET note = note",
+        "DELETE FROM audit_checkpoints",
+        "TRUNCATE audit_checkpoints",
+        "DELETE FROM audit_tree",
+        "TRUNCATE audit_tree",
+    ],
+)
+async def test_the_application_cannot_change_sequenced_records(log: Log, statement: str) -> None:
+    before = await log.rows()
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with log.engine.begin() as conn:
+            await conn.execute(text(statement))
+    assert await log.rows() == before
+    assert await log.verify() is None
