@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from importlib.metadata import version
@@ -17,13 +18,18 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.api.admin import AdminKeysController, AdminTenantsController, AdminUsersController
+from gateway.api.audit import AuditKeyController, CheckpointKey
 from gateway.api.chat_completions import ChatCompletionsController
 from gateway.api.completions import CompletionsController
 from gateway.api.health import HealthController
 from gateway.api.models import ModelsController
 from gateway.api.personal_keys import PersonalKeysController
 from gateway.app_state import Databases
+from gateway.audit.checkpointer import run_checkpointer
+from gateway.audit.checkpoints import load_signer
+from gateway.audit.pseudonyms import load_or_create_pseudonym_key
 from gateway.audit.records import AuditLog
+from gateway.audit.sequencer import run_sequencer
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.identity_providers import IdentityProvider
 from gateway.db.session import create_engine, create_session_factory
@@ -72,6 +78,16 @@ def openapi_config() -> OpenAPIConfig:
 
 
 def create_app(settings: Settings) -> Litestar:
+    signer = (
+        load_signer(settings.audit.signing_key_file) if settings.audit.signing_key_file else None
+    )
+    checkpoint_key = (
+        CheckpointKey(settings.audit.origin, signer.verifier().key_string) if signer else None
+    )
+
+    def provide_checkpoint_key() -> CheckpointKey | None:
+        return checkpoint_key
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         main_db = create_engine(settings.database_url)
@@ -100,10 +116,32 @@ def create_app(settings: Settings) -> Litestar:
             providers,
             create_tenants=settings.oidc.create_tenants,
         )
-        app.state.inference = InferenceService(queue, AuditLog(create_session_factory(audit_db)))
+        pseudonym_key = await asyncio.to_thread(
+            load_or_create_pseudonym_key, settings.pseudonym_key_path
+        )
+        app.state.inference = InferenceService(
+            queue, AuditLog(create_session_factory(audit_db), pseudonym_key)
+        )
+        stop_audit = asyncio.Event()
+        audit_tasks = [asyncio.create_task(run_sequencer(audit_db, stop_audit))]
+        if signer is not None:
+            audit_tasks.append(
+                asyncio.create_task(
+                    run_checkpointer(
+                        audit_db,
+                        signer,
+                        settings.audit.origin,
+                        stop_audit,
+                        directory=settings.audit.checkpoint_dir,
+                        interval_s=settings.audit.checkpoint_interval_s,
+                    )
+                )
+            )
         try:
             yield
         finally:
+            stop_audit.set()
+            await asyncio.gather(*audit_tasks)
             await queue.stop()
             await idp_client.aclose()
             await redis.aclose()
@@ -124,6 +162,7 @@ def create_app(settings: Settings) -> Litestar:
             ModelsController,
             HealthController,
             PersonalKeysController,
+            AuditKeyController,
             AdminTenantsController,
             AdminUsersController,
             AdminKeysController,
@@ -137,6 +176,7 @@ def create_app(settings: Settings) -> Litestar:
             "http_settings": Provide(provide_http_settings, sync_to_thread=False),
             "oidc_settings": Provide(provide_oidc_settings, sync_to_thread=False),
             "sessions": Provide(provide_sessions, sync_to_thread=False),
+            "checkpoint_key": Provide(provide_checkpoint_key, sync_to_thread=False),
         },
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.http.max_body_bytes,

@@ -54,6 +54,8 @@ class AuditSettings(_Section):
     checkpoint_dir: Path | None = None
     """Every checkpoint is also written here, once (an external, write-once location)."""
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    pseudonym_key_file: Path | None = None
+    """HMAC key for user pseudonyms in the log; default: created in the state directory."""
 
 
 class RedisSettings(_Section):
@@ -231,6 +233,10 @@ class Settings(BaseSettings):
         if self.audit.database_url is not None:
             return self.audit.database_url.get_secret_value()
         return self.database_url
+
+    @property
+    def pseudonym_key_path(self) -> Path:
+        return self.audit.pseudonym_key_file or self.state_dir / "audit-pseudonym.key"
 
     @property
     def redis_url(self) -> str:

@@ -16,7 +16,9 @@ from typing import Any, Literal
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.models import AuditRecord
+from gateway.audit.canonical import canonical_json
+from gateway.audit.chain import pseudonym
+from gateway.db.models import AuditPending, AuditRecord
 from gateway.errors import AuditUnavailable
 
 logger = logging.getLogger("enclave.audit")
@@ -51,16 +53,37 @@ class AuditEntry:
     change: dict[str, Any] | None = None
 
 
+def log_fields(entry: AuditEntry, at: datetime, pseudonym_key: bytes) -> dict[str, Any]:
+    """The fields of the hash-chained record: the entry without empty values, the time, and
+    the user as a pseudonym (never the user id itself)."""
+    fields = {name: value for name, value in asdict(entry).items() if value is not None}
+    user_id = fields.pop("user_id", None)
+    if user_id is not None:
+        fields["user"] = pseudonym(pseudonym_key, user_id)
+    fields["time"] = at.isoformat(timespec="microseconds")
+    return fields
+
+
 class AuditLog:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Writes each entry twice in one transaction: the searchable ``audit_records`` row and
+    the pending record of the tamper-evident log (when a pseudonym key is given)."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], pseudonym_key: bytes | None = None
+    ) -> None:
         self._sessions = sessions
+        self._pseudonym_key = pseudonym_key
 
     async def append(self, entry: AuditEntry) -> None:
         """Append one record, committed before returning; raise AuditUnavailable otherwise."""
-        values = asdict(entry) | {"created_at": datetime.now(UTC)}
+        at = datetime.now(UTC)
+        values = asdict(entry) | {"created_at": at}
         try:
             async with self._sessions() as session:
                 await session.execute(insert(AuditRecord).values(**values))
+                if self._pseudonym_key is not None:
+                    body = canonical_json(log_fields(entry, at, self._pseudonym_key))
+                    await session.execute(insert(AuditPending).values(created_at=at, body=body))
                 await session.commit()
         except Exception as exc:  # fail closed, whatever broke
             logger.error("audit write failed: %s", type(exc).__name__)

@@ -120,11 +120,14 @@ async def run_sequencer(
 ) -> None:
     """Sequence until ``stop`` is set: lead when the lock is free, drain, wait when idle."""
     while not stop.is_set():
-        async with leadership(engine) as is_leader:
-            while is_leader and not stop.is_set():
-                if await sequence_batch(engine, batch_size) == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), idle_s)
+        try:
+            async with leadership(engine) as is_leader:
+                while is_leader and not stop.is_set():
+                    if await sequence_batch(engine, batch_size) == 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), idle_s)
+        except Exception as exc:  # the database is away: records wait in audit_pending
+            logger.warning("sequencer paused: %s", type(exc).__name__)
         if not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_s)

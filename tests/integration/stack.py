@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -67,10 +68,12 @@ def stack_settings(
     redis_url: str,
     audit_url: str | None = None,
     oidc: OidcSettings | None = None,
+    audit: AuditSettings | None = None,
 ) -> Settings:
+    audit = audit or AuditSettings()
     return Settings(
         database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
-        audit=AuditSettings(database_url=audit_url),  # type: ignore[arg-type]
+        audit=audit.model_copy(update={"database_url": audit_url and SecretStr(audit_url)}),
         redis=RedisSettings(url=redis_url),  # type: ignore[arg-type]
         http=HttpSettings(max_body_bytes=64 * 1024),
         queue=QueueSettings(lease_timeout_s=1.0, request_timeout_s=30.0, worker_ttl_s=5.0),
@@ -120,9 +123,10 @@ async def open_stack(
     engine: FakeEngine,
     audit_url: str | None = None,
     oidc: OidcSettings | None = None,
+    audit: AuditSettings | None = None,
 ) -> AsyncIterator[Stack]:
     await asyncio.to_thread(upgrade_to_head, database_url)
-    settings = stack_settings(database_url, redis_url, audit_url, oidc)
+    settings = stack_settings(database_url, redis_url, audit_url, oidc, audit)
     db = create_engine(database_url)
     redis = Redis.from_url(redis_url)
     try:
