@@ -20,7 +20,14 @@ from litestar.params import FromPath
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.api.intake import audited, authenticate, new_request_id, read_body, record_action
+from gateway.api.intake import (
+    Intake,
+    audited,
+    authenticate,
+    new_request_id,
+    read_body,
+    record_action,
+)
 from gateway.auth.api_keys import add_key
 from gateway.auth.authenticator import Authenticator
 from gateway.db.models import ApiKey, User
@@ -68,6 +75,27 @@ def key_info(key: ApiKey) -> KeyInfo:
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
     )
+
+
+async def revoke(
+    session: AsyncSession, key: ApiKey, inference: InferenceService, intake: Intake
+) -> None:
+    """Revoke ``key`` (audited before the commit); a revoked key stays as it is."""
+    if key.revoked_at is not None:
+        return
+    key.revoked_at = datetime.now(UTC)
+    await record_action(
+        inference,
+        intake,
+        target=f"api_key:{key.id}",
+        change={
+            "action": "revoke_key",
+            "tenant_id": key.tenant_id,
+            "user_id": key.user_id,
+            "prefix": key.prefix,
+        },
+    )
+    await session.commit()
 
 
 def key_expiry(days: int | None, oidc: OidcSettings) -> datetime:
@@ -180,13 +208,5 @@ class PersonalKeysController(Controller):
                 )
                 if key is None:
                     raise NotFound(f"No API key {key_id!r}.", code="key_not_found")
-                if key.revoked_at is None:
-                    key.revoked_at = datetime.now(UTC)
-                    await record_action(
-                        inference,
-                        intake,
-                        target=f"api_key:{key.id}",
-                        change={"action": "revoke_key", "prefix": key.prefix},
-                    )
-                    await session.commit()
+                await revoke(session, key, inference, intake)
                 return key_info(key)

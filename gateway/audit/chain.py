@@ -88,14 +88,20 @@ def check_chain(
     """
     expected = start
     for seq, data in records:
-        if seq != expected:
-            return ChainFault(expected, f"record {expected} is missing (found {seq} next)")
-        fault = _check_one(seq, data, prev_leaf)
+        fault = check_next(expected, seq, data, prev_leaf)
         if fault is not None:
-            return ChainFault(seq, fault)
+            return fault
         prev_leaf = leaf_hash(data)
         expected += 1
     return None
+
+
+def check_next(expected: int, seq: int, data: bytes, prev_leaf: bytes | None) -> ChainFault | None:
+    """Whether stored record ``seq`` is record ``expected`` following leaf ``prev_leaf``."""
+    if seq != expected:
+        return ChainFault(expected, f"record {expected} is missing (found {seq} next)")
+    reason = _check_one(seq, data, prev_leaf)
+    return None if reason is None else ChainFault(seq, reason)
 
 
 def _check_one(seq: int, data: bytes, prev_leaf: bytes | None) -> str | None:

@@ -29,9 +29,10 @@ def checkpoint_path(directory: Path, size: int) -> Path:
     return directory / f"{size:020d}.checkpoint"
 
 
-def write_once(path: Path, text: str) -> None:
-    """Create ``path`` with ``text``; never overwrite (O_EXCL), read-only afterwards."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+def write_once(path: Path, text: str, mode: int = 0o444) -> None:
+    """Create ``path`` with ``text`` and ``mode`` (default read-only), synced to disk; never
+    overwrite: raises FileExistsError (O_EXCL)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(text)
         file.flush()

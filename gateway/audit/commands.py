@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 
-from gateway.audit.checkpointer import write_checkpoint
+from gateway.audit.checkpointer import write_checkpoint, write_once
 from gateway.audit.checkpoints import Verifier, generate_signer, load_signer
 from gateway.audit.verify import Report, verify_log
 from gateway.db.session import create_engine
@@ -20,12 +19,10 @@ def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
     private, public = generate_signer(settings.audit.origin)
     path = Path(args.out)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_once(path, private + "\n", mode=0o600)
     except FileExistsError:
         print(f"enclave audit keygen: {path} exists; not overwritten", file=sys.stderr)
         return 1
-    with os.fdopen(fd, "w") as file:
-        file.write(private + "\n")
     print(public)
     print(
         f"Signing key written to {path}. Set ENCLAVE_AUDIT__SIGNING_KEY_FILE={path} on the "

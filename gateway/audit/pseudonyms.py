@@ -7,9 +7,10 @@ one in the state directory on first start.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from gateway.audit.checkpointer import write_once
 
 KEY_BYTES = 32
 
@@ -22,11 +23,9 @@ def load_or_create_pseudonym_key(path: Path) -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = secrets.token_hex(KEY_BYTES)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            write_once(path, text + "\n", mode=0o600)
         except FileExistsError:  # another process created it meanwhile
             return load_or_create_pseudonym_key(path)
-        with os.fdopen(fd, "w", encoding="ascii") as file:
-            file.write(text + "\n")
     if path.stat().st_mode & 0o077:
         raise ValueError(f"pseudonym key {path} is readable by others; chmod 600 it")
     key = bytes.fromhex(text)

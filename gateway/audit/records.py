@@ -16,9 +16,9 @@ from typing import Any, Literal
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.audit.canonical import canonical_json
 from gateway.audit.chain import pseudonym
-from gateway.db.models import AuditPending, AuditRecord
+from gateway.audit.writer import append_pending
+from gateway.db.models import AuditRecord
 from gateway.errors import AuditUnavailable
 
 logger = logging.getLogger("enclave.audit")
@@ -82,8 +82,8 @@ class AuditLog:
             async with self._sessions() as session:
                 await session.execute(insert(AuditRecord).values(**values))
                 if self._pseudonym_key is not None:
-                    body = canonical_json(log_fields(entry, at, self._pseudonym_key))
-                    await session.execute(insert(AuditPending).values(created_at=at, body=body))
+                    fields = log_fields(entry, at, self._pseudonym_key)
+                    await append_pending(await session.connection(), fields, at)
                 await session.commit()
         except Exception as exc:  # fail closed, whatever broke
             logger.error("audit write failed: %s", type(exc).__name__)

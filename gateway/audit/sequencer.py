@@ -1,6 +1,6 @@
 """Many writers, one order: pending audit records become the hash-chained, Merkle-covered log.
 
-Writers INSERT canonical field bytes into ``audit_pending`` and return (``append_pending``).
+Writers INSERT canonical field bytes into ``audit_pending`` and return (``gateway.audit.writer``).
 One sequencer drains them in batches: in a single transaction it locks the tree head,
 takes the oldest pending rows, chains each (``seq``, ``prev``), appends the leaves to the
 frontier, inserts the log rows, deletes the pending rows and writes the new head. A crash
@@ -18,14 +18,12 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import delete, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit.canonical import canonical_json
 from gateway.audit.chain import chain_record
 from gateway.audit.merkle import Frontier
 from gateway.db.models import AuditLogEntry, AuditPending, AuditTree
@@ -34,13 +32,6 @@ logger = logging.getLogger("enclave.audit.sequencer")
 
 ADVISORY_LOCK_KEY = 0x656E636C61766531  # "enclave1": one sequencer per database
 DEFAULT_BATCH_SIZE = 2000
-
-
-async def append_pending(conn: AsyncConnection, fields: Mapping[str, Any]) -> None:
-    """Queue one record for sequencing (the caller commits). Raises on non-canonical input."""
-    await conn.execute(
-        insert(AuditPending).values(created_at=datetime.now(UTC), body=canonical_json(fields))
-    )
 
 
 _sqlite_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit.chain import check_chain
+from gateway.audit.chain import check_next
 from gateway.audit.checkpoints import Checkpoint, CheckpointError, Verifier, open_checkpoint
 from gateway.audit.merkle import Frontier, leaf_hash
 from gateway.db.models import AuditCheckpoint, AuditLogEntry, AuditTree
@@ -87,7 +87,7 @@ class _Walk:
         return None
 
     def feed(self, seq: int, data: bytes, leaf: bytes) -> Fault | None:
-        chain_fault = check_chain([(seq, data)], start=self.frontier.size, prev_leaf=self.prev_leaf)
+        chain_fault = check_next(self.frontier.size, seq, data, self.prev_leaf)
         if chain_fault is not None:
             return Fault(chain_fault.reason, chain_fault.seq)
         self.prev_leaf = leaf_hash(data)

@@ -25,6 +25,15 @@ DEFAULT_MAX_BATCH = 500
 DEFAULT_FLUSHERS = 2
 
 
+async def append_pending(
+    conn: AsyncConnection, fields: Mapping[str, Any], at: datetime | None = None
+) -> None:
+    """Queue one record for sequencing in the caller's transaction (the caller commits);
+    raises on fields that have no canonical form."""
+    body = canonical_json(fields)
+    await conn.execute(insert(AuditPending).values(created_at=at or datetime.now(UTC), body=body))
+
+
 async def insert_pending(conn: AsyncConnection, rows: list[tuple[datetime, bytes]]) -> None:
     """Insert pending rows in the caller's transaction: COPY on PostgreSQL (asyncpg), a
     multi-row INSERT elsewhere."""

@@ -99,7 +99,7 @@ def parse_header(token: str) -> dict[str, Any]:
     if len(parts) != 3 or not parts[0] or not all(_SEGMENT.fullmatch(p) for p in parts):
         raise InvalidToken("malformed")
     try:
-        header = json.loads(_b64url_decode(parts[0]), object_pairs_hook=_no_duplicates)
+        header = json.loads(b64url_decode(parts[0]), object_pairs_hook=_no_duplicates)
     except (ValueError, binascii.Error, RecursionError) as exc:
         raise InvalidToken("malformed") from exc
     if not isinstance(header, dict):
@@ -152,7 +152,7 @@ async def _key_for(keys: JwksCache, kid: str) -> PublicKey:
         raise InvalidToken("jwks_unavailable") from exc
 
 
-def _b64url_decode(segment: str) -> bytes:
+def b64url_decode(segment: str) -> bytes:
     """Decode one unpadded base64url segment."""
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 

@@ -10,7 +10,6 @@ disabled.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.auth.access_tokens import MAX_TOKEN_BYTES, InvalidToken
+from gateway.auth.access_tokens import MAX_TOKEN_BYTES, InvalidToken, b64url_decode
 from gateway.auth.api_keys import KEY_SCHEME, ApiKeyAuthenticator, incorrect_key, principal_of
 from gateway.auth.claims import map_claims
 from gateway.auth.identity_providers import IdentityProvider
@@ -34,7 +33,7 @@ def unverified_issuer(token: str) -> str:
         raise InvalidToken("token_too_large")
     payload = token.split(".")[1]
     try:
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims = json.loads(b64url_decode(payload))
     except (ValueError, binascii.Error, RecursionError) as exc:
         raise InvalidToken("malformed") from exc
     issuer = claims.get("iss") if isinstance(claims, dict) else None

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.chain import check_chain
 from gateway.audit.merkle import Frontier, root
-from gateway.audit.sequencer import append_pending, leadership, run_sequencer, sequence_batch
-from gateway.audit.writer import PendingWriter
+from gateway.audit.sequencer import leadership, run_sequencer, sequence_batch
+from gateway.audit.writer import PendingWriter, append_pending
 from gateway.db.migrate import upgrade_to_head
 from gateway.db.models import AuditLogEntry, AuditPending, AuditTree
 from gateway.db.session import create_engine

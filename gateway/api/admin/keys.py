@@ -26,7 +26,7 @@ from gateway.api.admin.bodies import MAX_BODY_BYTES, described_body, read_json
 from gateway.api.admin.pages import DEFAULT_LIMIT, After, Limit, page
 from gateway.api.admin.scope import BEARER, admin_call, key_in_scope, user_in_scope
 from gateway.api.intake import record_action
-from gateway.api.personal_keys import created_key, key_info, key_name
+from gateway.api.personal_keys import created_key, key_info, key_name, revoke
 from gateway.auth.api_keys import add_key
 from gateway.auth.authenticator import Authenticator
 from gateway.db.models import ApiKey, User
@@ -156,18 +156,5 @@ class AdminKeysController(Controller):
             owner = await session.get(User, key.user_id)
             if owner is not None:
                 scope.require_may_manage(owner)
-            if key.revoked_at is None:
-                key.revoked_at = datetime.now(UTC)
-                await record_action(
-                    inference,
-                    intake,
-                    target=f"api_key:{key.id}",
-                    change={
-                        "action": "revoke_key",
-                        "tenant_id": key.tenant_id,
-                        "user_id": key.user_id,
-                        "prefix": key.prefix,
-                    },
-                )
-                await session.commit()
+            await revoke(session, key, inference, intake)
         return key_info(key)
