@@ -30,6 +30,7 @@ from gateway.audit.checkpoints import load_signer
 from gateway.audit.pseudonyms import load_or_create_pseudonym_key
 from gateway.audit.records import AuditLog
 from gateway.audit.sequencer import run_sequencer
+from gateway.audit.writer import PendingWriter
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.identity_providers import IdentityProvider
 from gateway.db.session import create_engine, create_session_factory
@@ -119,9 +120,10 @@ def create_app(settings: Settings) -> Litestar:
         pseudonym_key = await asyncio.to_thread(
             load_or_create_pseudonym_key, settings.pseudonym_key_path
         )
-        app.state.inference = InferenceService(
-            queue, AuditLog(create_session_factory(audit_db), pseudonym_key)
-        )
+        audit_writer = PendingWriter(audit_db)
+        await audit_writer.start()
+        app.state.audit = AuditLog(audit_writer, pseudonym_key)
+        app.state.inference = InferenceService(queue, app.state.audit)
         stop_audit = asyncio.Event()
         audit_tasks = [asyncio.create_task(run_sequencer(audit_db, stop_audit))]
         if signer is not None:
@@ -134,12 +136,14 @@ def create_app(settings: Settings) -> Litestar:
                         stop_audit,
                         directory=settings.audit.checkpoint_dir,
                         interval_s=settings.audit.checkpoint_interval_s,
+                        every_records=settings.audit.checkpoint_every_records,
                     )
                 )
             )
         try:
             yield
         finally:
+            await audit_writer.stop()
             stop_audit.set()
             await asyncio.gather(*audit_tasks)
             await queue.stop()

@@ -54,6 +54,9 @@ class AuditSettings(_Section):
     checkpoint_dir: Path | None = None
     """Every checkpoint is also written here, once (an external, write-once location)."""
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    """A checkpoint at least this often while records arrive..."""
+    checkpoint_every_records: int = Field(default=10_000, ge=1)
+    """...and as soon as this many records wait uncovered."""
     pseudonym_key_file: Path | None = None
     """HMAC key for user pseudonyms in the log; default: created in the state directory."""
 

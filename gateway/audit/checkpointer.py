@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.checkpoints import Checkpoint, Signer, sign
@@ -71,6 +73,14 @@ async def write_checkpoint(
     return checkpoint
 
 
+async def unsigned_records(engine: AsyncEngine) -> int:
+    """How many sequenced records no checkpoint covers yet."""
+    async with engine.connect() as conn:
+        size = await conn.scalar(select(AuditTree.size).where(AuditTree.id == 1))
+        signed = await conn.scalar(select(func.max(AuditCheckpoint.size)))
+    return int(size or 0) - int(signed or 0)
+
+
 async def run_checkpointer(
     engine: AsyncEngine,
     signer: Signer,
@@ -79,12 +89,20 @@ async def run_checkpointer(
     *,
     directory: Path | None = None,
     interval_s: float = 60.0,
+    every_records: int = 10_000,
+    poll_s: float = 1.0,
 ) -> None:
-    """A checkpoint every ``interval_s`` while records arrive, until ``stop``."""
+    """Until ``stop``: a checkpoint every ``interval_s`` while records arrive, and sooner
+    once ``every_records`` records wait uncovered (checked every ``poll_s``)."""
+    last_signed = -math.inf
     while not stop.is_set():
         try:
-            await write_checkpoint(engine, signer, origin, directory)
+            unsigned = await unsigned_records(engine)
+            interval_over = time.monotonic() - last_signed >= interval_s
+            if unsigned >= every_records or (unsigned > 0 and interval_over):
+                await write_checkpoint(engine, signer, origin, directory)
+                last_signed = time.monotonic()
         except Exception:
-            logger.exception("checkpoint failed; retrying at the next interval")
+            logger.exception("checkpoint failed; retrying")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+            await asyncio.wait_for(stop.wait(), min(poll_s, interval_s))

@@ -226,16 +226,23 @@ class Frontier:
     def hashes(self) -> tuple[bytes, ...]:
         return tuple(self._hashes)
 
-    def append(self, leaf_hash: bytes) -> None:
-        """Add one leaf, merging equal-sized subtrees the way binary addition carries."""
+    def append(self, leaf_hash: bytes) -> list[bytes]:
+        """Add one leaf, merging equal-sized subtrees the way binary addition carries.
+
+        Returns the perfect subtrees this leaf completed, by height: item ``h - 1`` is the
+        root of the 2^h leaves ending with this one (the node at height h, index i >> h).
+        """
         if len(leaf_hash) != HASH_SIZE:
             raise ValueError(f"a leaf hash has {HASH_SIZE} bytes, not {len(leaf_hash)}")
         carry, size = leaf_hash, self._size
+        completed = []
         while size & 1:
             carry = node_hash(self._hashes.pop(), carry)
+            completed.append(carry)
             size >>= 1
         self._hashes.append(carry)
         self._size += 1
+        return completed
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         for leaf in leaf_hashes:

@@ -1,8 +1,8 @@
-"""First-version audit write path: the one module that appends audit records.
+"""The one audit write path: every event becomes a record of the tamper-evident log.
 
 Fail closed: any failure to write raises AuditUnavailable, and callers refuse the request
-before the model is called. Records hold SHA-256 digests of prompts and answers, never text.
-The tamper-evident chain replaces this module in its own issue.
+before the model is called. Records hold SHA-256 digests of prompts and answers, never text,
+and name users and keys by pseudonym only (``gateway.audit.chain.pseudonym``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from gateway.audit.chain import pseudonym
-from gateway.audit.writer import append_pending
-from gateway.db.models import AuditRecord
+from gateway.audit.writer import PendingWriter
 from gateway.errors import AuditUnavailable
 
 logger = logging.getLogger("enclave.audit")
@@ -53,38 +49,45 @@ class AuditEntry:
     change: dict[str, Any] | None = None
 
 
+PSEUDONYMOUS_TARGETS = frozenset({"user", "api_key"})
+"""Admin action targets that identify a person (a user, or a key leading to one)."""
+
+
 def log_fields(entry: AuditEntry, at: datetime, pseudonym_key: bytes) -> dict[str, Any]:
     """The fields of the hash-chained record: the entry without empty values, the time, and
-    the user as a pseudonym (never the user id itself)."""
+    the user and key as pseudonyms (never their ids: a key id leads to its user)."""
     fields = {name: value for name, value in asdict(entry).items() if value is not None}
-    user_id = fields.pop("user_id", None)
-    if user_id is not None:
-        fields["user"] = pseudonym(pseudonym_key, user_id)
+    for id_field, field in (("user_id", "user"), ("key_id", "key")):
+        identity = fields.pop(id_field, None)
+        if identity is not None:
+            fields[field] = pseudonym(pseudonym_key, identity)
+    kind, _, target_id = (entry.target or "").partition(":")
+    if kind in PSEUDONYMOUS_TARGETS and target_id:
+        fields["target"] = f"{kind}:{pseudonym(pseudonym_key, target_id)}"
+    if entry.change is not None and isinstance(entry.change.get("user_id"), str):
+        change = dict(entry.change)
+        change["user"] = pseudonym(pseudonym_key, change.pop("user_id"))
+        fields["change"] = change
     fields["time"] = at.isoformat(timespec="microseconds")
     return fields
 
 
 class AuditLog:
-    """Writes each entry twice in one transaction: the searchable ``audit_records`` row and
-    the pending record of the tamper-evident log (when a pseudonym key is given)."""
+    """Appends entries to the log through the group-commit writer: ``append`` returns once
+    the record is committed to ``audit_pending``, from which the sequencer chains it."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], pseudonym_key: bytes | None = None
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, writer: PendingWriter, pseudonym_key: bytes) -> None:
+        self._writer = writer
         self._pseudonym_key = pseudonym_key
+
+    def pseudonym(self, identity: str) -> str:
+        return pseudonym(self._pseudonym_key, identity)
 
     async def append(self, entry: AuditEntry) -> None:
         """Append one record, committed before returning; raise AuditUnavailable otherwise."""
-        at = datetime.now(UTC)
-        values = asdict(entry) | {"created_at": at}
+        fields = log_fields(entry, datetime.now(UTC), self._pseudonym_key)
         try:
-            async with self._sessions() as session:
-                await session.execute(insert(AuditRecord).values(**values))
-                if self._pseudonym_key is not None:
-                    fields = log_fields(entry, at, self._pseudonym_key)
-                    await append_pending(await session.connection(), fields, at)
-                await session.commit()
+            await self._writer.append(fields)
         except Exception as exc:  # fail closed, whatever broke
             logger.error("audit write failed: %s", type(exc).__name__)
             raise AuditUnavailable(

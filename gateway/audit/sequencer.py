@@ -3,7 +3,8 @@
 Writers INSERT canonical field bytes into ``audit_pending`` and return (``gateway.audit.writer``).
 One sequencer drains them in batches: in a single transaction it locks the tree head,
 takes the oldest pending rows, chains each (``seq``, ``prev``), appends the leaves to the
-frontier, inserts the log rows, deletes the pending rows and writes the new head. A crash
+frontier, inserts the log rows and their search index rows, deletes the pending rows and
+writes the new head. A crash
 anywhere rolls the whole batch back; nothing is sequenced twice or lost.
 
 Leadership on PostgreSQL: the sequencer holds a session-level advisory lock on its own
@@ -16,17 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.chain import chain_record
 from gateway.audit.merkle import Frontier
-from gateway.db.models import AuditLogEntry, AuditPending, AuditTree
+from gateway.audit.proofs import stored_nodes
+from gateway.db.models import AuditIndex, AuditLogEntry, AuditNode, AuditPending, AuditTree
 
 logger = logging.getLogger("enclave.audit.sequencer")
 
@@ -62,13 +68,17 @@ async def _sequence_batch(engine: AsyncEngine, limit: int) -> int:
         frontier = Frontier.from_bytes(head.frontier)
         prev: bytes | None = head.last_leaf
         now = datetime.now(UTC)
-        rows = []
+        rows, index, completed = [], [], []
         for offset, (_, body) in enumerate(pending):
             record = chain_record(head.size + offset, prev, body)
-            frontier.append(record.leaf)
+            completed.append(frontier.append(record.leaf))
             prev = record.leaf
             rows.append({"seq": record.seq, "data": record.data, "leaf": record.leaf})
+            index.append(index_row(record.seq, body, now))
         await conn.execute(insert(AuditLogEntry), [row | {"sequenced_at": now} for row in rows])
+        await conn.execute(_upsert(conn.dialect.name, AuditIndex), index)
+        if nodes := stored_nodes(head.size, completed):
+            await conn.execute(_upsert(conn.dialect.name, AuditNode), nodes)
         # By id, not "id <= last": a writer's row with a lower id may commit after this batch
         # was read, and must wait for the next batch rather than vanish.
         await conn.execute(delete(AuditPending).where(AuditPending.id.in_([p.id for p in pending])))
@@ -78,6 +88,48 @@ async def _sequence_batch(engine: AsyncEngine, limit: int) -> int:
             .values(size=frontier.size, frontier=frontier.to_bytes(), last_leaf=prev)
         )
     return len(pending)
+
+
+def _upsert(dialect: str, model: type[AuditIndex] | type[AuditNode]) -> Any:
+    """INSERT derived rows (index, nodes), replacing stale ones: rows left behind by a
+    restored or rolled-back log must not stop the sequencer."""
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(model)
+    table = cast(Table, model.__table__)
+    keys = [c.name for c in table.columns if c.primary_key]
+    return statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={c.name: statement.excluded[c.name] for c in table.columns if not c.primary_key},
+    )
+
+
+def index_row(seq: int, body: bytes, sequenced_at: datetime) -> dict[str, Any]:
+    """The search columns of a record's fields (the writer's canonical JSON object)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:  # writers only queue canonical JSON; index nothing rather than stall
+        parsed = None
+    fields: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+
+    def text(name: str, limit: int) -> str | None:
+        value = fields.get(name)
+        return value[:limit] if isinstance(value, str) else None
+
+    status = fields.get("status")
+    try:
+        time = datetime.fromisoformat(fields["time"])
+    except (KeyError, TypeError, ValueError):
+        time = sequenced_at
+    return {
+        "seq": seq,
+        "time": time,
+        "event": text("event", 16) or "",
+        "request_id": text("request_id", 64),
+        "tenant_id": text("tenant_id", 36),
+        "user": text("user", 64),
+        "model": text("model", 255),
+        "endpoint": text("endpoint", 64),
+        "status": status if isinstance(status, int) and not isinstance(status, bool) else None,
+    }
 
 
 @contextlib.asynccontextmanager

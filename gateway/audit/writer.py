@@ -59,7 +59,8 @@ class PendingWriter:
     ) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._flushers = flushers
+        # SQLite has one writer at a time: a second flusher would only wait for the lock.
+        self._flushers = 1 if engine.dialect.name == "sqlite" else flushers
         self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

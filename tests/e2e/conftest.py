@@ -18,13 +18,14 @@ from urllib.parse import urlsplit
 
 import openai
 import pytest
-from sqlalchemy import make_url, select
+from sqlalchemy import make_url
 
+from gateway.audit.pseudonyms import load_or_create_pseudonym_key
 from gateway.auth.api_keys import create_key
 from gateway.db.migrate import upgrade_to_head
-from gateway.db.models import AuditRecord
 from gateway.db.session import create_engine, create_session_factory
 from gateway.settings import Settings
+from tests.audit_records import Logged, read_logged
 from tests.conftest import admin_connection
 from tests.integration.sso import provider_settings
 from tests.oidc_provider import OidcProvider
@@ -73,19 +74,20 @@ class Cluster:
 
         return asyncio.run(create())
 
-    def audit_rows(self, request_id: str | None = None) -> list[AuditRecord]:
-        async def read() -> list[AuditRecord]:
+    def audit_rows(self, request_id: str | None = None) -> list[Logged]:
+        """The audit records so far (of one request), sequenced or pending, in log order."""
+        state_dir = Path(self.processes.env["ENCLAVE_STATE_DIR"])
+        key = load_or_create_pseudonym_key(state_dir / "audit-pseudonym.key")
+
+        async def read() -> list[Logged]:
             engine = create_engine(self.database_url)
             try:
-                async with create_session_factory(engine)() as session:
-                    query = select(AuditRecord).order_by(AuditRecord.id)
-                    if request_id is not None:
-                        query = query.where(AuditRecord.request_id == request_id)
-                    return list(await session.scalars(query))
+                return await read_logged(engine, engine, key)
             finally:
                 await engine.dispose()
 
-        return asyncio.run(read())
+        rows = asyncio.run(read())
+        return [r for r in rows if request_id is None or r.request_id == request_id]
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,12 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 from redis.asyncio import Redis
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.app import create_app
+from gateway.audit.pseudonyms import load_or_create_pseudonym_key
 from gateway.auth.api_keys import create_key
 from gateway.db.migrate import upgrade_to_head
-from gateway.db.models import AuditRecord
 from gateway.db.session import create_engine, create_session_factory
 from gateway.settings import (
     AuditSettings,
@@ -31,6 +30,7 @@ from gateway.settings import (
     RedisSettings,
     Settings,
 )
+from tests.audit_records import Logged, read_logged
 from tests.fakes.engine import FakeEngine
 from tests.processes import free_port
 from workers.consumer import Consumer
@@ -43,6 +43,8 @@ class Stack:
     engine: FakeEngine
     db: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    audit_db: AsyncEngine
+    pseudonym_key: bytes
 
     async def key(
         self,
@@ -58,9 +60,9 @@ class Stack:
             )
         return new.plaintext
 
-    async def audit_rows(self) -> list[AuditRecord]:
-        async with self.sessions() as session:
-            return list(await session.scalars(select(AuditRecord).order_by(AuditRecord.id)))
+    async def audit_rows(self) -> list[Logged]:
+        """Every audit record so far, sequenced or pending, in log order."""
+        return await read_logged(self.audit_db, self.db, self.pseudonym_key)
 
 
 def stack_settings(
@@ -128,6 +130,7 @@ async def open_stack(
     await asyncio.to_thread(upgrade_to_head, database_url)
     settings = stack_settings(database_url, redis_url, audit_url, oidc, audit)
     db = create_engine(database_url)
+    audit_db = create_engine(audit_url) if audit_url else db
     redis = Redis.from_url(redis_url)
     try:
         async with (
@@ -135,7 +138,10 @@ async def open_stack(
             serve(create_app(settings)) as base_url,
             httpx.AsyncClient(base_url=base_url, timeout=30) as client,
         ):
-            yield Stack(client, redis, engine, db, create_session_factory(db))
+            key = await asyncio.to_thread(load_or_create_pseudonym_key, settings.pseudonym_key_path)
+            yield Stack(client, redis, engine, db, create_session_factory(db), audit_db, key)
     finally:
         await redis.aclose()
         await db.dispose()
+        if audit_db is not db:
+            await audit_db.dispose()

@@ -13,9 +13,10 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
+from gateway.audit.chain import pseudonym
 from gateway.audit.checkpoints import Verifier, generate_signer
 from gateway.audit.verify import verify_log
-from gateway.db.models import AuditCheckpoint, AuditLogEntry, AuditRecord
+from gateway.db.models import AuditCheckpoint, AuditIndex, AuditLogEntry, AuditPending, User
 from gateway.settings import AuditSettings
 from tests.fakes.engine import FakeEngine
 from tests.integration.stack import Stack, open_stack
@@ -52,9 +53,11 @@ async def wait_until_checkpointed(stack: Stack) -> int:
     deadline = time.monotonic() + 20
     async with stack.sessions() as session:
         while True:
-            written = await session.scalar(select(func.count()).select_from(AuditRecord))
+            pending = await session.scalar(select(func.count()).select_from(AuditPending))
+            logged = await session.scalar(select(func.count()).select_from(AuditLogEntry))
+            written = (pending or 0) + (logged or 0)
             covered = await session.scalar(select(func.max(AuditCheckpoint.size)))
-            if covered is not None and covered >= (written or 0):
+            if covered is not None and covered >= written:
                 return int(covered)
             assert time.monotonic() < deadline, f"checkpoint {covered} of {written} records"
             await asyncio.sleep(0.1)
@@ -81,14 +84,19 @@ async def test_requests_are_chained_checkpointed_and_verify(
             json.loads(d)["fields"]
             for d in await session.scalars(select(AuditLogEntry.data).order_by(AuditLogEntry.seq))
         ]
-        rows = list(await session.scalars(select(AuditRecord).order_by(AuditRecord.id)))
-    assert [(r["event"], r["request_id"]) for r in records] == [
-        (r.event, r.request_id) for r in rows
+        index = list(await session.scalars(select(AuditIndex).order_by(AuditIndex.seq)))
+        user_id = await session.scalar(select(User.id).where(User.name == "dr-house"))
+    assert [r["event"] for r in records] == ["accepted", "outcome", "refused"]
+    assert [(r["event"], r["request_id"], r.get("user")) for r in records] == [
+        (r.event, r.request_id, r.user) for r in index
     ]
-    user_id = rows[0].user_id
     assert user_id is not None
-    assert "user" in records[0]
+    assert records[0]["user"] == pseudonym(stack.pseudonym_key, user_id)
+    key_id = (await stack.audit_rows())[0].key_id
+    assert key_id is not None
+    assert records[0]["key"] == pseudonym(stack.pseudonym_key, key_id)
     assert all(user_id not in json.dumps(r) for r in records)  # pseudonymised
+    assert all(key_id not in json.dumps(r) for r in records)
 
 
 async def test_the_checkpoint_key_is_published(signed_stack: tuple[Stack, Verifier]) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from gateway.db.migrate import SchemaDriftError, build_config, check_drift, upgrade_to_head
-from gateway.db.models import ApiKey, AuditRecord, Tenant, User
+from gateway.db.models import ApiKey, AuditIndex, Tenant, User
 from gateway.db.session import create_engine, create_session_factory
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,8 @@ MODEL_TABLES = {
     "tenants",
     "users",
     "api_keys",
-    "audit_records",
+    "audit_index",
+    "audit_nodes",
     "audit_pending",
     "audit_log",
     "audit_tree",
@@ -77,9 +78,9 @@ async def test_check_drift_rejects_a_database_never_migrated(database_url: str) 
 
 async def test_check_drift_detects_a_dropped_column(database_url: str) -> None:
     await migrate(database_url)
-    await execute(database_url, "ALTER TABLE audit_records DROP COLUMN finish_reason")
+    await execute(database_url, "ALTER TABLE audit_index DROP COLUMN endpoint")
 
-    with pytest.raises(SchemaDriftError, match="finish_reason"):
+    with pytest.raises(SchemaDriftError, match="endpoint"):
         await check(database_url)
 
 
@@ -117,15 +118,15 @@ async def test_rows_round_trip_with_utc_datetimes(database_url: str) -> None:
                     user_id="u-1", name="ci", created_at=created,
                     expires_at=created + timedelta(days=30),
                 ),
-                AuditRecord(
-                    created_at=created, request_id="req-1", event="accepted", tenant_id="t-1",
-                    user_id="u-1", key_id="k-1", endpoint="/v1/chat/completions", status=200,
+                AuditIndex(
+                    seq=0, time=created, request_id="req-1", event="accepted", tenant_id="t-1",
+                    user="p" * 64, endpoint="/v1/chat/completions", status=200,
                 ),
             ])  # fmt: skip
 
         async with sessions() as session:
             key = (await session.execute(select(ApiKey))).scalar_one()
-            record = (await session.execute(select(AuditRecord))).scalar_one()
+            record = (await session.execute(select(AuditIndex))).scalar_one()
             user = await session.get(User, "u-1")
 
         assert user is not None
@@ -135,9 +136,9 @@ async def test_rows_round_trip_with_utc_datetimes(database_url: str) -> None:
         assert key.created_at.hour == 10  # 12:30 at +02:00 is 10:30 UTC
         assert key.expires_at == created + timedelta(days=30)
         assert key.revoked_at is None
-        assert record.created_at == created
-        assert record.created_at.tzinfo is UTC
-        assert isinstance(record.id, int)
+        assert record.time == created
+        assert record.time.tzinfo is UTC
+        assert record.seq == 0
     finally:
         await engine.dispose()
 

@@ -18,8 +18,9 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from gateway.db.models import AuditRecord, Tenant, User
+from gateway.db.models import Tenant, User
 from gateway.login import DeviceAuthorization, LoginProvider, obtain_access_token
+from tests.audit_records import Logged
 from tests.fakes.engine import FakeEngine
 from tests.integration.sso import bearer, chat, provider_settings, sso_stack
 from tests.integration.stack import Stack
@@ -65,7 +66,7 @@ async def set_disabled(stack: Stack, user_id: str, is_disabled: bool) -> None:
         await session.commit()
 
 
-async def last_refusal(stack: Stack) -> AuditRecord:
+async def last_refusal(stack: Stack) -> Logged:
     rows = [r for r in await stack.audit_rows() if r.event == "refused"]
     return rows[-1]
 

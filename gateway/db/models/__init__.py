@@ -1,9 +1,10 @@
 """Database models (SQLAlchemy 2, typed). Alembic migrations in migrations/ follow them."""
 
-from gateway.db.models.audit import AuditRecord
 from gateway.db.models.audit_log import (
     AuditCheckpoint,
+    AuditIndex,
     AuditLogEntry,
+    AuditNode,
     AuditPending,
     AuditTree,
 )
@@ -13,9 +14,10 @@ from gateway.db.models.identity import ApiKey, Tenant, User
 __all__ = [
     "ApiKey",
     "AuditCheckpoint",
+    "AuditIndex",
     "AuditLogEntry",
+    "AuditNode",
     "AuditPending",
-    "AuditRecord",
     "AuditTree",
     "Base",
     "Tenant",

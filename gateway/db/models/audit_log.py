@@ -1,16 +1,19 @@
-"""The tamper-evident audit log's tables: pending records, the sequenced log, the tree head.
+"""The tamper-evident audit log's tables: pending records, the sequenced log, its search
+index, the tree head and the signed checkpoints.
 
 Writers only INSERT into ``audit_pending`` (no locks, no ordering). The sequencer moves
 pending rows into ``audit_log`` in batches, giving each its ``seq``, its canonical bytes
 (``data``, exactly what was hashed) and its Merkle leaf hash, and advances ``audit_tree``
-(size, frontier, last leaf) in the same transaction.
+(size, frontier, last leaf) in the same transaction. ``audit_index`` is a projection of
+each record's searchable fields, written in that transaction too: searches find sequence
+numbers there, and every answer comes from the record bytes in ``audit_log``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, Text
+from sqlalchemy import BigInteger, Integer, LargeBinary, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.models.base import Base, UtcDateTime
@@ -34,6 +37,35 @@ class AuditLogEntry(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     leaf: Mapped[bytes] = mapped_column(LargeBinary)
     sequenced_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AuditIndex(Base):
+    """Search columns of one sequenced record; derived from ``audit_log.data``, never the
+    authority (a verifier ignores it)."""
+
+    __tablename__ = "audit_index"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    time: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    event: Mapped[str] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    user: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    """The user's pseudonym, as in the record."""
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    endpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class AuditNode(Base):
+    """The root of a perfect subtree of 2^height leaves (``idx``: its position among those of
+    its height), stored from ``proofs.STORED_HEIGHT`` up so proofs need not read every leaf."""
+
+    __tablename__ = "audit_nodes"
+
+    height: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AuditTree(Base):
