@@ -21,12 +21,14 @@ from gateway.api.admin import AdminKeysController, AdminTenantsController, Admin
 from gateway.api.audit import AuditKeyController, CheckpointKey
 from gateway.api.chat_completions import ChatCompletionsController
 from gateway.api.completions import CompletionsController
+from gateway.api.compliance import ComplianceController
 from gateway.api.health import HealthController
 from gateway.api.models import ModelsController
 from gateway.api.personal_keys import PersonalKeysController
 from gateway.app_state import Databases
 from gateway.audit.checkpointer import run_checkpointer
-from gateway.audit.checkpoints import load_signer
+from gateway.audit.checkpoints import Verifier, load_signer
+from gateway.audit.compliance import Compliance
 from gateway.audit.pseudonyms import load_or_create_pseudonym_key
 from gateway.audit.records import AuditLog
 from gateway.audit.sequencer import run_sequencer
@@ -48,6 +50,11 @@ def provide_inference(state: State) -> InferenceService:
 def provide_authenticator(state: State) -> Authenticator:
     authenticator: Authenticator = state.authenticator
     return authenticator
+
+
+def provide_compliance(state: State) -> Compliance:
+    compliance: Compliance = state.compliance
+    return compliance
 
 
 def provide_databases(state: State) -> Databases:
@@ -86,6 +93,14 @@ def create_app(settings: Settings) -> Litestar:
         CheckpointKey(settings.audit.origin, signer.verifier().key_string) if signer else None
     )
 
+    verifier = (
+        Verifier.from_key_string(settings.audit.verifier_key)
+        if settings.audit.verifier_key
+        else signer.verifier()
+        if signer
+        else None
+    )
+
     def provide_checkpoint_key() -> CheckpointKey | None:
         return checkpoint_key
 
@@ -96,6 +111,11 @@ def create_app(settings: Settings) -> Litestar:
             main_db
             if settings.audit_database_url == settings.database_url
             else create_engine(settings.audit_database_url)
+        )
+        sequencer_db = (
+            audit_db
+            if settings.sequencer_database_url == settings.audit_database_url
+            else create_engine(settings.sequencer_database_url)
         )
         redis = Redis.from_url(settings.redis_url, health_check_interval=30)
         queue = RedisJobQueue(
@@ -124,13 +144,21 @@ def create_app(settings: Settings) -> Litestar:
         await audit_writer.start()
         app.state.audit = AuditLog(audit_writer, pseudonym_key)
         app.state.inference = InferenceService(queue, app.state.audit)
+        app.state.compliance = Compliance(
+            log=app.state.audit,
+            engine=audit_db,
+            origin=settings.audit.origin,
+            signer=signer,
+            verifier=verifier,
+            checkpoint_dir=settings.audit.checkpoint_dir,
+        )
         stop_audit = asyncio.Event()
-        audit_tasks = [asyncio.create_task(run_sequencer(audit_db, stop_audit))]
+        audit_tasks = [asyncio.create_task(run_sequencer(sequencer_db, stop_audit))]
         if signer is not None:
             audit_tasks.append(
                 asyncio.create_task(
                     run_checkpointer(
-                        audit_db,
+                        sequencer_db,
                         signer,
                         settings.audit.origin,
                         stop_audit,
@@ -152,6 +180,8 @@ def create_app(settings: Settings) -> Litestar:
             await main_db.dispose()
             if audit_db is not main_db:
                 await audit_db.dispose()
+            if sequencer_db is not audit_db:
+                await sequencer_db.dispose()
 
     def provide_http_settings() -> HttpSettings:
         return settings.http
@@ -167,6 +197,7 @@ def create_app(settings: Settings) -> Litestar:
             HealthController,
             PersonalKeysController,
             AuditKeyController,
+            ComplianceController,
             AdminTenantsController,
             AdminUsersController,
             AdminKeysController,
@@ -181,6 +212,7 @@ def create_app(settings: Settings) -> Litestar:
             "oidc_settings": Provide(provide_oidc_settings, sync_to_thread=False),
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "checkpoint_key": Provide(provide_checkpoint_key, sync_to_thread=False),
+            "compliance": Provide(provide_compliance, sync_to_thread=False),
         },
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.http.max_body_bytes,

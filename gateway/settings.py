@@ -45,6 +45,9 @@ class DatabaseSettings(_Section):
 class AuditSettings(_Section):
     database_url: SecretStr | None = None
     """Where audit records go; default: the main database."""
+    sequencer_database_url: SecretStr | None = None
+    """The in-process sequencer and checkpointer connect with this (a role with
+    enclave_sequencer); default: the audit database URL."""
     origin: str = Field(default="enclave.local/audit", min_length=1, pattern=r"^[^\s+]+$")
     """The log's name in its checkpoints (and its signing key's name); unique per deployment."""
     signing_key_file: Path | None = None
@@ -236,6 +239,12 @@ class Settings(BaseSettings):
         if self.audit.database_url is not None:
             return self.audit.database_url.get_secret_value()
         return self.database_url
+
+    @property
+    def sequencer_database_url(self) -> str:
+        if self.audit.sequencer_database_url is not None:
+            return self.audit.sequencer_database_url.get_secret_value()
+        return self.audit_database_url
 
     @property
     def pseudonym_key_path(self) -> Path:

@@ -11,7 +11,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 from litestar import Request
@@ -71,16 +71,18 @@ async def record_action(
     target: str,
     change: dict[str, Any],
     status: int = 200,
+    event: Literal["admin", "audit"] = "admin",
 ) -> None:
-    """Audit an administrative action by the authenticated caller; raises AuditUnavailable.
+    """Audit an administrative action (or an auditor's look at the log) by the authenticated
+    caller; raises AuditUnavailable.
 
-    Call it before committing the change: no record, no change.
+    Call it before committing the change or answering: no record, no change, no answer.
     """
     principal = intake.principal
     await inference.audit.append(
         AuditEntry(
             request_id=intake.request_id,
-            event="admin",
+            event=event,
             endpoint=intake.endpoint,
             status=status,
             tenant_id=principal.tenant_id if principal else None,

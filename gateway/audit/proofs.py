@@ -35,9 +35,23 @@ def stored_nodes(first_index: int, completed: list[list[bytes]]) -> list[dict[st
     return rows
 
 
-async def range_root(conn: AsyncConnection, start: int, end: int) -> bytes:
+Cache = dict[tuple[int, int], bytes]
+"""Range roots already computed: proofs of neighbouring records share most of theirs."""
+
+
+async def range_root(
+    conn: AsyncConnection, start: int, end: int, cache: Cache | None = None
+) -> bytes:
     """The Merkle Tree Hash of leaves ``start``..``end - 1`` (a subtree of the RFC 6962 tree:
     ``start`` is a multiple of the largest power of two below ``end - start``)."""
+    if cache is None:
+        cache = {}
+    if (start, end) not in cache:
+        cache[start, end] = await _range_root(conn, start, end, cache)
+    return cache[start, end]
+
+
+async def _range_root(conn: AsyncConnection, start: int, end: int, cache: Cache) -> bytes:
     size = end - start
     if size <= 1 << STORED_HEIGHT:
         leaves = list(
@@ -60,13 +74,17 @@ async def range_root(conn: AsyncConnection, start: int, end: int) -> bytes:
         if stored is not None:
             return stored
     split = 1 << ((size - 1).bit_length() - 1)  # the largest power of two below size
-    left = await range_root(conn, start, start + split)
-    return node_hash(left, await range_root(conn, start + split, end))
+    left = await range_root(conn, start, start + split, cache)
+    return node_hash(left, await range_root(conn, start + split, end, cache))
 
 
-async def inclusion_proof(conn: AsyncConnection, index: int, tree_size: int) -> list[bytes]:
+async def inclusion_proof(
+    conn: AsyncConnection, index: int, tree_size: int, cache: Cache | None = None
+) -> list[bytes]:
     """The audit path of record ``index`` in the tree of its first ``tree_size`` records."""
-    return [await range_root(conn, a, b) for a, b in inclusion_proof_ranges(index, tree_size)]
+    cache = {} if cache is None else cache
+    ranges = inclusion_proof_ranges(index, tree_size)
+    return [await range_root(conn, a, b, cache) for a, b in ranges]
 
 
 async def consistency_proof(conn: AsyncConnection, old_size: int, new_size: int) -> list[bytes]:

@@ -19,7 +19,8 @@ from gateway.errors import AuditUnavailable
 
 logger = logging.getLogger("enclave.audit")
 
-AuditEvent = Literal["accepted", "outcome", "refused", "admin"]
+AuditEvent = Literal["accepted", "outcome", "refused", "admin", "audit"]
+"""``audit``: an auditor searched, viewed, exported or verified the log."""
 
 
 def sha256_text(text: str) -> str:

@@ -31,7 +31,9 @@ async def append_pending(
     """Queue one record for sequencing in the caller's transaction (the caller commits);
     raises on fields that have no canonical form."""
     body = canonical_json(fields)
-    await conn.execute(insert(AuditPending).values(created_at=at or datetime.now(UTC), body=body))
+    # inline(): no RETURNING, so a role that may only INSERT (enclave_gateway) can write
+    values = {"created_at": at or datetime.now(UTC), "body": body}
+    await conn.execute(insert(AuditPending).values(**values).inline())
 
 
 async def insert_pending(conn: AsyncConnection, rows: list[tuple[datetime, bytes]]) -> None:

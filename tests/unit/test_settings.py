@@ -28,6 +28,21 @@ def test_defaults_are_the_embedded_ones(tmp_path: object) -> None:
     assert settings.audit_database_url == settings.database_url
 
 
+def test_sequencer_database_url_defaults_to_the_audit_one_and_can_be_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENCLAVE_AUDIT__DATABASE_URL", "postgresql+asyncpg://gw:p@db/audit")
+    assert load_settings().sequencer_database_url == "postgresql+asyncpg://gw:p@db/audit"
+
+    monkeypatch.setenv(
+        "ENCLAVE_AUDIT__SEQUENCER_DATABASE_URL", "postgresql+asyncpg://seq:s3cret@db/audit"
+    )
+    settings = load_settings()
+    assert settings.sequencer_database_url == "postgresql+asyncpg://seq:s3cret@db/audit"
+    assert settings.audit_database_url == "postgresql+asyncpg://gw:p@db/audit"
+    assert "s3cret" not in repr(settings)
+
+
 def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENCLAVE_HTTP__PORT", "not-a-port")
     with pytest.raises(ConfigurationError, match="ENCLAVE_HTTP__PORT"):

@@ -1,0 +1,270 @@
+"""The compliance API, for the ``auditor`` role.
+
+GET    /audit/records          search (time range, tenant, user, model, event, outcome,
+                               endpoint, request id), in log order, cursor-paginated
+GET    /audit/records/{seq}    one record with its inclusion proof under a signed checkpoint
+GET    /audit/export           the search as JSONL with proofs (``enclave audit verify-export``)
+                               or as CSV (``format=csv``)
+POST   /audit/verify           recompute chain and tree, check every checkpoint
+
+An auditor sees its own tenant's records; an auditor who is also platform_admin sees every
+tenant's. Every call is itself an audit record (event ``audit``), written before the answer:
+who watched the watchers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from gateway.api.admin.scope import BEARER
+from gateway.api.intake import Intake, audited, authenticate, new_request_id, record_action
+from gateway.audit.compliance import Compliance, record_view
+from gateway.audit.search import Filters, decode_cursor, encode_cursor, find, search
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.principal import Principal
+from gateway.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from gateway.inference import InferenceService
+
+RECORDS = "/audit/records"
+EXPORT = "/audit/export"
+VERIFY = "/audit/verify"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+EVENTS = frozenset({"accepted", "outcome", "refused", "admin", "audit"})
+MAX_FILTER_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class AuditorScope:
+    principal: Principal
+
+    @property
+    def tenant_id(self) -> str | None:
+        """None: every tenant (an auditor who is also platform_admin)."""
+        return None if self.principal.is_platform_admin else self.principal.tenant_id
+
+    def covers(self, tenant_id: str | None) -> bool:
+        return self.tenant_id is None or tenant_id == self.tenant_id
+
+
+def require_auditor(principal: Principal) -> AuditorScope:
+    if "auditor" not in principal.roles:
+        raise PermissionDenied("The compliance API requires the auditor role.")
+    return AuditorScope(principal)
+
+
+@contextlib.asynccontextmanager
+async def auditor_call(
+    request: Request[Any, Any, Any],
+    inference: InferenceService,
+    authenticator: Authenticator,
+    endpoint: str,
+) -> AsyncIterator[tuple[Intake, AuditorScope]]:
+    """Authenticate an auditor; every refusal raised inside the block is audited."""
+    async with audited(inference, new_request_id("audit"), endpoint) as intake:
+        principal = await authenticate(request, authenticator, intake)
+        yield intake, require_auditor(principal)
+
+
+def _time(value: str | None, param: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{param} must be an ISO 8601 time such as 2026-01-31T12:00:00Z.", param=param
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _text(value: str | None, param: str) -> str | None:
+    if value is not None and (len(value) > MAX_FILTER_LENGTH or not value.isprintable()):
+        raise InvalidRequest(
+            f"{param} must be printable and at most {MAX_FILTER_LENGTH} characters.", param=param
+        )
+    return value
+
+
+def filters_of(query: dict[str, str], scope: AuditorScope, compliance: Compliance) -> Filters:
+    """The search filters from the query string, within the auditor's tenant."""
+    tenant = _text(query.get("tenant"), "tenant")
+    if scope.tenant_id is not None:
+        if tenant is not None and tenant != scope.tenant_id:
+            raise PermissionDenied("You may search only your own tenant's records.")
+        tenant = scope.tenant_id
+    event = query.get("event")
+    if event is not None and event not in EVENTS:
+        raise InvalidRequest(f"event must be one of {', '.join(sorted(EVENTS))}.", param="event")
+    outcome = query.get("outcome")
+    if outcome not in (None, "success", "error"):
+        raise InvalidRequest("outcome must be success or error.", param="outcome")
+    user = _text(query.get("user"), "user")
+    return Filters(
+        since=_time(query.get("since"), "since"),
+        until=_time(query.get("until"), "until"),
+        tenant_id=tenant,
+        user=compliance.log.pseudonym(user) if user is not None else None,
+        model=_text(query.get("model"), "model"),
+        event=event,
+        outcome=outcome,  # type: ignore[arg-type]  # checked above
+        endpoint=_text(query.get("endpoint"), "endpoint"),
+        request_id=_text(query.get("request_id"), "request_id"),
+    )
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}.", param="limit")
+    return int(raw)
+
+
+class ComplianceController(Controller):
+    tags = ("audit",)
+    security = (BEARER,)
+
+    @get(RECORDS)
+    async def search_records(
+        self,
+        request: Request[Any, Any, Any],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        compliance: NamedDependency[Compliance],
+    ) -> dict[str, Any]:
+        """Search the log. Query: since, until (ISO 8601), tenant, user (a user id), model,
+        event, outcome (success|error), endpoint, request_id, limit (1-1000), cursor."""
+        async with auditor_call(request, inference, authenticator, RECORDS) as (intake, scope):
+            query = dict(request.query_params)
+            filters = filters_of(query, scope, compliance)
+            limit = _limit(query.get("limit"))
+            cursor = query.get("cursor")
+            after = decode_cursor(cursor) if cursor is not None else None
+            async with compliance.engine.connect() as conn:
+                found, has_more = await search(conn, filters, after=after, limit=limit)
+            await record_action(
+                inference,
+                intake,
+                target="audit:search",
+                change={"filters": filters.described(), "results": len(found)},
+                event="audit",
+            )
+        return {
+            "object": "list",
+            "data": [record_view(f) for f in found],
+            "has_more": has_more,
+            "next_cursor": encode_cursor(found[-1].seq) if has_more and found else None,
+        }
+
+    @get(RECORDS + "/{seq:int}")
+    async def get_record(
+        self,
+        request: Request[Any, Any, Any],
+        seq: FromPath[int],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        compliance: NamedDependency[Compliance],
+    ) -> dict[str, Any]:
+        """One record with its inclusion proof under the newest signed checkpoint."""
+        async with auditor_call(request, inference, authenticator, RECORDS) as (intake, scope):
+            async with compliance.engine.connect() as conn:
+                found = await find(conn, seq) if seq >= 0 else None
+            if found is None or not scope.covers(found.tenant_id):
+                raise NotFound(f"No audit record {seq}.", code="record_not_found")
+            await record_action(
+                inference, intake, target=f"audit:record:{seq}", change={}, event="audit"
+            )
+            return await compliance.record_with_proof(found)
+
+    @get(EXPORT)
+    async def export(
+        self,
+        request: Request[Any, Any, Any],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        compliance: NamedDependency[Compliance],
+    ) -> Stream:
+        """The search's records as JSONL with a signed checkpoint and inclusion proofs
+        (``format=jsonl``, the default), or as CSV (``format=csv``). Same filters."""
+        async with auditor_call(request, inference, authenticator, EXPORT) as (intake, scope):
+            query = dict(request.query_params)
+            kind: Literal["jsonl", "csv"] | str = query.get("format", "jsonl")
+            if kind not in ("jsonl", "csv"):
+                raise InvalidRequest("format must be jsonl or csv.", param="format")
+            filters = filters_of(query, scope, compliance)
+            described: dict[str, Any] = {"filters": filters.described(), "format": kind}
+            if kind == "csv":
+                await record_action(
+                    inference, intake, target="audit:export", change=described, event="audit"
+                )
+                return Stream(
+                    compliance.export_csv(filters),
+                    media_type="text/csv; charset=utf-8",
+                    headers={"content-disposition": 'attachment; filename="audit.csv"'},
+                )
+            head = await compliance.signed_head()
+            if head is None:
+                raise Conflict(
+                    "No signed checkpoint exists yet; configure checkpoint signing "
+                    "(ENCLAVE_AUDIT__SIGNING_KEY_FILE) to export verifiable records.",
+                    code="no_checkpoint",
+                )
+            described["tree_size"] = head.size
+            await record_action(
+                inference, intake, target="audit:export", change=described, event="audit"
+            )
+            return Stream(
+                compliance.export_jsonl(head, filters),
+                media_type="application/x-ndjson",
+                headers={"content-disposition": 'attachment; filename="audit.jsonl"'},
+            )
+
+    @post(VERIFY, status_code=200)
+    async def verify(
+        self,
+        request: Request[Any, Any, Any],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        compliance: NamedDependency[Compliance],
+    ) -> dict[str, Any]:
+        """Recompute the chain and the tree and check every stored checkpoint's signature
+        and consistency, as ``enclave audit verify`` does."""
+        async with auditor_call(request, inference, authenticator, VERIFY) as (intake, _):
+            report = await compliance.verify()
+            if report is None:
+                raise Conflict(
+                    "No verifier key is configured on this gateway "
+                    "(ENCLAVE_AUDIT__VERIFIER_KEY or ENCLAVE_AUDIT__SIGNING_KEY_FILE).",
+                    code="no_verifier_key",
+                )
+            fault = report.fault
+            result: dict[str, Any] = {
+                "ok": fault is None,
+                "records": report.size,
+                "checkpoints": report.checkpoints,
+                "fault": None
+                if fault is None
+                else {
+                    "reason": fault.reason,
+                    "seq": fault.seq,
+                    "first_possible": fault.first_possible,
+                },
+            }
+            await record_action(
+                inference,
+                intake,
+                target="audit:verify",
+                change={"ok": result["ok"], "records": report.size},
+                event="audit",
+            )
+        return result

@@ -1,0 +1,118 @@
+"""What the compliance API does with the log, apart from HTTP: records with their inclusion
+proofs under a signed checkpoint, exports, and verification.
+
+When this gateway holds the signing key, a proof or an export first signs the current tree
+head, so it covers every record sequenced so far; otherwise it uses the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.audit import proofs
+from gateway.audit.checkpointer import write_checkpoint
+from gateway.audit.checkpoints import Signer, Verifier
+from gateway.audit.csv_export import csv_header, csv_line
+from gateway.audit.export import export_header, export_line
+from gateway.audit.records import AuditLog
+from gateway.audit.search import Filters, Found, search_all
+from gateway.audit.verify import Report, verify_log
+from gateway.db.models import AuditCheckpoint
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    size: int
+    note: str
+
+
+@dataclass(frozen=True)
+class Compliance:
+    log: AuditLog
+    engine: AsyncEngine
+    origin: str
+    signer: Signer | None
+    verifier: Verifier | None
+    checkpoint_dir: Path | None
+
+    async def signed_head(self, covering: int = 0) -> SignedHead | None:
+        """The newest checkpoint, signed now if it covers fewer than ``covering`` records
+        and this gateway holds the key; None when no checkpoint covers that many."""
+        newest = await self._newest()
+        if (newest is None or newest.size < covering) and self.signer is not None:
+            await write_checkpoint(self.engine, self.signer, self.origin, self.checkpoint_dir)
+            newest = await self._newest()
+        return newest if newest is not None and newest.size >= covering else None
+
+    async def _newest(self) -> SignedHead | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(AuditCheckpoint.size, AuditCheckpoint.note)
+                    .order_by(AuditCheckpoint.size.desc())
+                    .limit(1)
+                )
+            ).first()
+        return SignedHead(row.size, row.note) if row else None
+
+    async def record_with_proof(self, found: Found) -> dict[str, Any]:
+        head = await self.signed_head(covering=found.seq + 1)
+        view = record_view(found)
+        if head is None:
+            view["proof"] = None
+            return view
+        async with self.engine.connect() as conn:
+            path = await proofs.inclusion_proof(conn, found.seq, head.size)
+        view["proof"] = {
+            "tree_size": head.size,
+            "checkpoint": head.note,
+            "inclusion": [h.hex() for h in path],
+        }
+        return view
+
+    async def export_jsonl(self, head: SignedHead, filters: Filters) -> AsyncIterator[str]:
+        """The export format of ``gateway.audit.export``: records under checkpoint ``head``."""
+        yield export_header(self.origin, head.note)
+        cache: proofs.Cache = {}
+        async with self.engine.connect() as conn:
+            async for found in search_all(conn, filters, below=head.size):
+                path = await _proof(conn, found.seq, head.size, cache)
+                yield export_line(found.seq, found.data, path)
+
+    async def export_csv(self, filters: Filters) -> AsyncIterator[str]:
+        yield csv_header()
+        async with self.engine.connect() as conn:
+            async for found in search_all(conn, filters):
+                yield csv_line(found.seq, record_fields(found.data), found.leaf)
+
+    async def verify(self) -> Report | None:
+        """Verify the whole log; None when no verifier key is configured."""
+        if self.verifier is None:
+            return None
+        return await verify_log(self.engine, self.verifier, self.origin)
+
+
+async def _proof(conn: AsyncConnection, seq: int, size: int, cache: proofs.Cache) -> list[bytes]:
+    return await proofs.inclusion_proof(conn, seq, size, cache)
+
+
+def record_fields(data: bytes) -> dict[str, Any]:
+    fields = json.loads(data)["fields"]
+    return fields if isinstance(fields, dict) else {}
+
+
+def record_view(found: Found) -> dict[str, Any]:
+    """One record as the API shows it: its exact text, its fields, its leaf hash."""
+    return {
+        "seq": found.seq,
+        "record": found.data.decode(),
+        "fields": record_fields(found.data),
+        "leaf": found.leaf.hex(),
+    }
