@@ -21,7 +21,7 @@ from gateway.api.admin import AdminKeysController, AdminTenantsController, Admin
 from gateway.api.audit import AuditKeyController, CheckpointKey
 from gateway.api.chat_completions import ChatCompletionsController
 from gateway.api.completions import CompletionsController
-from gateway.api.compliance import ComplianceController
+from gateway.api.compliance import ComplianceController, SubjectsController
 from gateway.api.health import HealthController
 from gateway.api.models import ModelsController
 from gateway.api.personal_keys import PersonalKeysController
@@ -29,8 +29,10 @@ from gateway.app_state import Databases
 from gateway.audit.checkpointer import run_checkpointer
 from gateway.audit.checkpoints import Verifier, load_signer
 from gateway.audit.compliance import Compliance
+from gateway.audit.content import ContentVault, run_retention
 from gateway.audit.pseudonyms import load_or_create_pseudonym_key
 from gateway.audit.records import AuditLog
+from gateway.audit.sealing import load_or_create_master_key
 from gateway.audit.sequencer import run_sequencer
 from gateway.audit.writer import PendingWriter
 from gateway.auth.authenticator import Authenticator
@@ -143,17 +145,23 @@ def create_app(settings: Settings) -> Litestar:
         audit_writer = PendingWriter(audit_db)
         await audit_writer.start()
         app.state.audit = AuditLog(audit_writer, pseudonym_key)
-        app.state.inference = InferenceService(queue, app.state.audit)
+        master_key = await asyncio.to_thread(load_or_create_master_key, settings.content_key_path)
+        vault = ContentVault(audit_db, main_db, master_key, settings.audit.content_retention_days)
+        app.state.inference = InferenceService(queue, app.state.audit, vault)
         app.state.compliance = Compliance(
             log=app.state.audit,
             engine=audit_db,
             origin=settings.audit.origin,
+            vault=vault,
             signer=signer,
             verifier=verifier,
             checkpoint_dir=settings.audit.checkpoint_dir,
         )
         stop_audit = asyncio.Event()
-        audit_tasks = [asyncio.create_task(run_sequencer(sequencer_db, stop_audit))]
+        audit_tasks = [
+            asyncio.create_task(run_sequencer(sequencer_db, stop_audit)),
+            asyncio.create_task(run_retention(vault, stop_audit)),
+        ]
         if signer is not None:
             audit_tasks.append(
                 asyncio.create_task(
@@ -198,6 +206,7 @@ def create_app(settings: Settings) -> Litestar:
             PersonalKeysController,
             AuditKeyController,
             ComplianceController,
+            SubjectsController,
             AdminTenantsController,
             AdminUsersController,
             AdminKeysController,

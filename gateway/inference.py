@@ -10,14 +10,16 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import msgspec
 
+from gateway.audit.content import ContentVault
 from gateway.audit.records import AuditEntry, AuditLog
 from gateway.auth.principal import Principal
 from gateway.errors import (
+    AuditUnavailable,
     ContextLengthExceeded,
     EnclaveError,
     GatewayTimeout,
@@ -54,12 +56,13 @@ class InferenceRequest:
     prompt: str = ""
     echo: bool = False
 
+    def text(self) -> str:
+        """The prompt as sent to the worker (messages as canonical JSON)."""
+        return msgspec.json.encode(self.messages).decode() if self.kind == "chat" else self.prompt
+
     def digest(self) -> str:
-        """SHA-256 of the prompt as sent to the worker (messages as canonical JSON)."""
-        payload = (
-            msgspec.json.encode(self.messages) if self.kind == "chat" else self.prompt.encode()
-        )
-        return hashlib.sha256(payload).hexdigest()
+        """SHA-256 of the prompt as sent to the worker (``text``)."""
+        return hashlib.sha256(self.text().encode()).hexdigest()
 
 
 def error_from_failed(event: Failed) -> EnclaveError:
@@ -135,9 +138,12 @@ class JobRun:
 
 
 class InferenceService:
-    def __init__(self, queue: RedisJobQueue, audit: AuditLog) -> None:
+    def __init__(
+        self, queue: RedisJobQueue, audit: AuditLog, vault: ContentVault | None = None
+    ) -> None:
         self.queue = queue
         self.audit = audit
+        self.vault = vault
 
     async def find_worker(self, model: str, principal: Principal) -> WorkerInfo:
         """A live worker for ``model``; a model the tenant may not use does not exist for it."""
@@ -160,7 +166,9 @@ class InferenceService:
                 f"However, you requested {max_tokens} tokens for the completion alone.",
                 param="max_tokens",
             )
-        await self.audit.append(self._entry(principal, request_id, request, "accepted", 202))
+        entry = self._entry(principal, request_id, request, "accepted", 202)
+        sealed = await self._seal(principal, request_id, "prompt", request.text())
+        await self.audit.append(replace(entry, prompt_sealed=sealed))
         job = Job(
             id=request_id,
             model=request.model,
@@ -220,9 +228,32 @@ class InferenceService:
             }
         )
         try:
-            await self.audit.append(entry)
+            sealed = await self._seal(run._principal, run.request_id, "answer", answer)
+        except EnclaveError:  # the outcome matters more than keeping the answer's text
+            sealed = None
+        try:
+            await self.audit.append(replace(entry, answer_sealed=sealed))
         except EnclaveError:
             logger.error("outcome record for %s could not be written", run.request_id)
+
+    async def _seal(
+        self, principal: Principal, request_id: str, field: str, text: str
+    ) -> dict[str, Any] | None:
+        """``text`` sealed for the record when the tenant keeps content; fails closed."""
+        if not principal.keep_content or self.vault is None:
+            return None
+        try:
+            return await self.vault.seal(
+                self.audit.pseudonym(principal.user_id),
+                principal.tenant_id,
+                text,
+                f"{request_id}:{field}",
+            )
+        except Exception as exc:
+            logger.error("sealing content failed: %s", type(exc).__name__)
+            raise AuditUnavailable(
+                "The audit log cannot be written; the request was not processed."
+            ) from exc
 
     async def refuse(
         self, principal: Principal | None, request_id: str, endpoint: str, error: EnclaveError

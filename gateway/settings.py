@@ -60,6 +60,14 @@ class AuditSettings(_Section):
     """A checkpoint at least this often while records arrive..."""
     checkpoint_every_records: int = Field(default=10_000, ge=1)
     """...and as soon as this many records wait uncovered."""
+    content_key_file: Path | None = None
+    """Master key wrapping the per-subject keys of sealed content (tenants that keep
+    prompts and answers); default: created in the state directory. Never in the database."""
+    content_retention_days: int = Field(default=365, ge=1)
+    """Sealed content is shredded this long after its month ends, unless a tenant sets its
+    own period or a legal hold applies."""
+    metadata_retention_days: int = Field(default=6 * 365, ge=183)
+    """How long records are kept (six years by default; never under six months)."""
     pseudonym_key_file: Path | None = None
     """HMAC key for user pseudonyms in the log; default: created in the state directory."""
 
@@ -249,6 +257,10 @@ class Settings(BaseSettings):
     @property
     def pseudonym_key_path(self) -> Path:
         return self.audit.pseudonym_key_file or self.state_dir / "audit-pseudonym.key"
+
+    @property
+    def content_key_path(self) -> Path:
+        return self.audit.content_key_file or self.state_dir / "audit-content.key"
 
     @property
     def redis_url(self) -> str:

@@ -6,6 +6,9 @@ GET    /audit/records/{seq}    one record with its inclusion proof under a signe
 GET    /audit/export           the search as JSONL with proofs (``enclave audit verify-export``)
                                or as CSV (``format=csv``)
 POST   /audit/verify           recompute chain and tree, check every checkpoint
+DELETE /audit/subjects/{id}    erase a data subject's sealed content (crypto-shredding;
+                               auditor + platform_admin; ``reason`` required)
+PUT    /audit/subjects/{id}/hold, DELETE …/hold   apply or lift a legal hold on a subject
 
 An auditor sees its own tenant's records; an auditor who is also platform_admin sees every
 tenant's. Every call is itself an audit record (event ``audit``), written before the answer:
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
@@ -28,6 +31,7 @@ from litestar.response import Stream
 from gateway.api.admin.scope import BEARER
 from gateway.api.intake import Intake, audited, authenticate, new_request_id, record_action
 from gateway.audit.compliance import Compliance, record_view
+from gateway.audit.content import LegalHold
 from gateway.audit.search import Filters, decode_cursor, encode_cursor, find, search
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.principal import Principal
@@ -35,6 +39,7 @@ from gateway.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from gateway.inference import InferenceService
 
 RECORDS = "/audit/records"
+SUBJECT = "/audit/subjects/{subject:str}"
 EXPORT = "/audit/export"
 VERIFY = "/audit/verify"
 DEFAULT_LIMIT = 100
@@ -268,3 +273,99 @@ class ComplianceController(Controller):
                 event="audit",
             )
         return result
+
+
+def _reason(query: dict[str, str]) -> str:
+    reason = (query.get("reason") or "").strip()
+    if not reason or len(reason) > MAX_FILTER_LENGTH or not reason.isprintable():
+        raise InvalidRequest(
+            f"reason is required: printable, at most {MAX_FILTER_LENGTH} characters.",
+            param="reason",
+        )
+    return reason
+
+
+class SubjectsController(Controller):
+    """Erasure and legal holds: an organisation-wide compliance officer's acts."""
+
+    tags = ("audit",)
+    security = (BEARER,)
+
+    @delete(SUBJECT, status_code=200)
+    async def erase_subject(
+        self,
+        request: Request[Any, Any, Any],
+        subject: FromPath[str],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        compliance: NamedDependency[Compliance],
+    ) -> dict[str, Any]:
+        """Destroy every content key of the user ``subject`` (their id): their sealed
+        prompts and answers become unreadable; records, chain and proofs stay valid.
+        409 legal_hold while a hold covers them. Query: ``reason`` (required)."""
+        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
+            _require_compliance_officer(scope)
+            reason = _reason(dict(request.query_params))
+            pseudonym = compliance.log.pseudonym(subject)
+            if await compliance.vault.is_held(pseudonym):
+                raise LegalHold("A legal hold covers this data subject; lift it before erasing.")
+            await record_action(
+                inference,
+                intake,
+                target=f"user:{subject}",
+                change={"action": "erase_subject", "reason": reason},
+                event="audit",
+            )
+            shredded = await compliance.vault.erase(pseudonym, reason)
+        return {"object": "audit.erasure", "subject": subject, "keys_shredded": shredded}
+
+    @put(SUBJECT + "/hold", status_code=200)
+    async def hold_subject(
+        self,
+        request: Request[Any, Any, Any],
+        subject: FromPath[str],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        compliance: NamedDependency[Compliance],
+    ) -> dict[str, Any]:
+        """Apply a legal hold: no erasure nor retention shredding until it is lifted."""
+        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
+            _require_compliance_officer(scope)
+            reason = _reason(dict(request.query_params))
+            await record_action(
+                inference,
+                intake,
+                target=f"user:{subject}",
+                change={"action": "apply_legal_hold", "reason": reason},
+                event="audit",
+            )
+            await compliance.vault.hold(compliance.log.pseudonym(subject), reason)
+        return {"object": "audit.legal_hold", "subject": subject, "held": True}
+
+    @delete(SUBJECT + "/hold", status_code=200)
+    async def release_subject(
+        self,
+        request: Request[Any, Any, Any],
+        subject: FromPath[str],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        compliance: NamedDependency[Compliance],
+    ) -> dict[str, Any]:
+        """Lift a subject's legal hold."""
+        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
+            _require_compliance_officer(scope)
+            reason = _reason(dict(request.query_params))
+            await record_action(
+                inference,
+                intake,
+                target=f"user:{subject}",
+                change={"action": "lift_legal_hold", "reason": reason},
+                event="audit",
+            )
+            await compliance.vault.release(compliance.log.pseudonym(subject))
+        return {"object": "audit.legal_hold", "subject": subject, "held": False}
+
+
+def _require_compliance_officer(scope: AuditorScope) -> None:
+    if scope.tenant_id is not None:
+        raise PermissionDenied("Erasure and legal holds need the auditor and platform_admin roles.")

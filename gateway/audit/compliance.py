@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.audit import proofs
 from gateway.audit.checkpointer import write_checkpoint
 from gateway.audit.checkpoints import Signer, Verifier
+from gateway.audit.content import ContentVault
 from gateway.audit.csv_export import csv_header, csv_line
 from gateway.audit.export import export_header, export_line
 from gateway.audit.records import AuditLog
@@ -37,6 +38,7 @@ class SignedHead:
 class Compliance:
     log: AuditLog
     engine: AsyncEngine
+    vault: ContentVault
     origin: str
     signer: Signer | None
     verifier: Verifier | None
@@ -65,6 +67,7 @@ class Compliance:
     async def record_with_proof(self, found: Found) -> dict[str, Any]:
         head = await self.signed_head(covering=found.seq + 1)
         view = record_view(found)
+        view["content"] = await self.content(view["fields"])
         if head is None:
             view["proof"] = None
             return view
@@ -76,6 +79,17 @@ class Compliance:
             "inclusion": [h.hex() for h in path],
         }
         return view
+
+    async def content(self, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """The record's sealed prompt and answer opened; None for each whose key is
+        shredded; None overall when the record keeps no content."""
+        opened: dict[str, Any] = {}
+        for name in ("prompt", "answer"):
+            sealed = fields.get(f"{name}_sealed")
+            if isinstance(sealed, dict):
+                context = f"{fields.get('request_id')}:{name}"
+                opened[name] = await self.vault.open(sealed, context)
+        return opened or None
 
     async def export_jsonl(self, head: SignedHead, filters: Filters) -> AsyncIterator[str]:
         """The export format of ``gateway.audit.export``: records under checkpoint ``head``."""

@@ -48,6 +48,9 @@ class AuditEntry:
     answer_sha256: str | None = None
     target: str | None = None
     change: dict[str, Any] | None = None
+    prompt_sealed: dict[str, Any] | None = None
+    answer_sealed: dict[str, Any] | None = None
+    """Tenants that keep content: the text sealed (``gateway.audit.sealing``)."""
 
 
 PSEUDONYMOUS_TARGETS = frozenset({"user", "api_key"})

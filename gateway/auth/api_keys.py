@@ -192,4 +192,5 @@ def principal_of(user: User, tenant: Tenant, *, key_id: str | None = None) -> Pr
         key_id=key_id,
         allowed_models=None if tenant.allowed_models is None else frozenset(tenant.allowed_models),
         issuer=user.issuer,
+        keep_content=tenant.keep_content,
     )

@@ -18,6 +18,8 @@ class Principal:
     allowed_models: frozenset[str] | None = None
     """The tenant's model allow-list; None: every model."""
     issuer: str | None = None
+    keep_content: bool = False
+    """The tenant keeps prompts and answers, sealed, in its audit records."""
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

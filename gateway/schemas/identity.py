@@ -69,6 +69,9 @@ class TenantInfo(msgspec.Struct, frozen=True):
     is_disabled: bool
     allowed_models: list[str] | None
     created_at: datetime
+    keep_content: bool = False
+    content_retention_days: int | None = None
+    legal_hold: bool = False
     object: str = "tenant"
 
 
@@ -86,6 +89,11 @@ class TenantUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Fields left out (or null) stay as they are."""
 
     is_disabled: bool | None = None
+    keep_content: bool | None = None
+    """Keep prompts and answers in audit records, sealed per data subject."""
+    content_retention_days: int | None = None
+    """Shred sealed content this many days after its month ends (0: the default)."""
+    legal_hold: bool | None = None
 
 
 class ModelAccess(msgspec.Struct, frozen=True):

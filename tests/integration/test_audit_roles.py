@@ -57,6 +57,9 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "alembic_version": READ,
         **{t: READ for t in AUDIT_TABLES},
         "audit_pending": {"INSERT"},
+        # content keys: created, shredded (UPDATE to NULL); legal holds applied and lifted
+        "audit_subject_keys": {"SELECT", "INSERT", "UPDATE"},
+        "audit_holds": {"SELECT", "INSERT", "DELETE"},
     },
     SEQUENCER: {
         "audit_pending": {"SELECT", "DELETE"},
@@ -66,7 +69,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "audit_tree": {"SELECT", "UPDATE"},
         "audit_checkpoints": {"SELECT", "INSERT"},
     },
-    AUDITOR: {t: READ for t in AUDIT_TABLES},
+    AUDITOR: {t: READ for t in (*AUDIT_TABLES, "audit_subject_keys", "audit_holds")},
 }
 
 ConnectAs = Callable[[str], Awaitable[AsyncEngine]]

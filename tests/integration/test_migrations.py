@@ -26,6 +26,8 @@ MODEL_TABLES = {
     "audit_log",
     "audit_tree",
     "audit_checkpoints",
+    "audit_subject_keys",
+    "audit_holds",
 }
 BERLIN_SUMMER = timezone(timedelta(hours=2))
 

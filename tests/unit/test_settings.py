@@ -58,3 +58,12 @@ def test_cli_exits_2_with_one_line_on_bad_configuration() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "ENCLAVE_QUEUE__LEASE_TIMEOUT_S" in lines[0]
+
+
+def test_audit_metadata_is_kept_at_least_six_months(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().audit.metadata_retention_days == 6 * 365
+    monkeypatch.setenv("ENCLAVE_AUDIT__METADATA_RETENTION_DAYS", "90")
+    with pytest.raises(ConfigurationError, match="ENCLAVE_AUDIT__METADATA_RETENTION_DAYS"):
+        load_settings()
+    monkeypatch.setenv("ENCLAVE_AUDIT__METADATA_RETENTION_DAYS", "183")
+    assert load_settings().audit.metadata_retention_days == 183

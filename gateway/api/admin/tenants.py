@@ -54,6 +54,9 @@ def tenant_info(tenant: Tenant) -> TenantInfo:
         is_disabled=tenant.is_disabled,
         allowed_models=tenant.allowed_models,
         created_at=tenant.created_at,
+        keep_content=tenant.keep_content,
+        content_retention_days=tenant.content_retention_days,
+        legal_hold=tenant.legal_hold,
     )
 
 
@@ -79,6 +82,29 @@ def model_names(models: list[str] | None) -> list[str] | None:
                 param="models",
             )
     return sorted(set(models))
+
+
+def privacy_changes(tenant: Tenant, body: TenantUpdate) -> dict[str, Any]:
+    """Apply the body's content and hold settings to ``tenant``; the changes made."""
+    if body.content_retention_days is not None and not 0 <= body.content_retention_days <= 36500:
+        raise InvalidRequest(
+            "content_retention_days must be between 0 (the default) and 36500.",
+            param="content_retention_days",
+        )
+    wanted: dict[str, Any] = {}
+    if body.keep_content is not None:
+        wanted["keep_content"] = body.keep_content
+    if body.content_retention_days is not None:
+        wanted["content_retention_days"] = body.content_retention_days or None
+    if body.legal_hold is not None:
+        wanted["legal_hold"] = body.legal_hold
+    changes: dict[str, Any] = {}
+    for name, new in wanted.items():
+        old = getattr(tenant, name)
+        if new != old:
+            changes[name] = {"old": old, "new": new}
+            setattr(tenant, name, new)
+    return changes
 
 
 class AdminTenantsController(Controller):
@@ -184,6 +210,14 @@ class AdminTenantsController(Controller):
                     intake,
                     target=f"tenant:{tenant.id}",
                     change={"action": "update_tenant", "is_disabled": change},
+                )
+                await session.commit()
+            if privacy := privacy_changes(tenant, body):
+                await record_action(
+                    inference,
+                    intake,
+                    target=f"tenant:{tenant.id}",
+                    change={"action": "update_tenant", **privacy},
                 )
                 await session.commit()
         return tenant_info(tenant)

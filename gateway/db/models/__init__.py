@@ -1,5 +1,6 @@
 """Database models (SQLAlchemy 2, typed). Alembic migrations in migrations/ follow them."""
 
+from gateway.db.models.audit_content import AuditHold, AuditSubjectKey
 from gateway.db.models.audit_log import (
     AuditCheckpoint,
     AuditIndex,
@@ -14,10 +15,12 @@ from gateway.db.models.identity import ApiKey, Tenant, User
 __all__ = [
     "ApiKey",
     "AuditCheckpoint",
+    "AuditHold",
     "AuditIndex",
     "AuditLogEntry",
     "AuditNode",
     "AuditPending",
+    "AuditSubjectKey",
     "AuditTree",
     "Base",
     "Tenant",

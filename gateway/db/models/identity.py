@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.models.base import Base, UtcDateTime
@@ -25,6 +25,12 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     is_disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    keep_content: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """Opt-in: audit records keep prompts and answers, sealed per data subject."""
+    content_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Sealed content is shredded this long after its month ends; None: the default."""
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    """Blocks shredding of this tenant's content."""
 
 
 class User(Base):
