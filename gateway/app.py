@@ -160,7 +160,11 @@ def create_app(settings: Settings) -> Litestar:
         stop_audit = asyncio.Event()
         audit_tasks = [
             asyncio.create_task(run_sequencer(sequencer_db, stop_audit)),
-            asyncio.create_task(run_retention(vault, stop_audit)),
+            asyncio.create_task(
+                run_retention(
+                    vault, sequencer_db, settings.audit.metadata_retention_days, stop_audit
+                )
+            ),
         ]
         if signer is not None:
             audit_tasks.append(

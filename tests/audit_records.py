@@ -55,6 +55,8 @@ async def read_logged(audit_db: AsyncEngine, main_db: AsyncEngine, key: bytes) -
 
     logged = []
     for pending, n, data in rows:
+        if data is None:  # purged after its retention
+            continue
         parsed = json.loads(data)
         fields = parsed if pending else parsed["fields"]
         kind, _, target_id = str(fields.get("target", "")).partition(":")

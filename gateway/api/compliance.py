@@ -18,7 +18,7 @@ who watched the watchers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -217,7 +217,7 @@ class ComplianceController(Controller):
                     media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": 'attachment; filename="audit.csv"'},
                 )
-            head = await compliance.signed_head()
+            head = await compliance.export_head()
             if head is None:
                 raise Conflict(
                     "No signed checkpoint exists yet; configure checkpoint signing "
@@ -256,6 +256,7 @@ class ComplianceController(Controller):
             result: dict[str, Any] = {
                 "ok": fault is None,
                 "records": report.size,
+                "purged": report.purged,
                 "checkpoints": report.checkpoints,
                 "fault": None
                 if fault is None
@@ -303,19 +304,13 @@ class SubjectsController(Controller):
         """Destroy every content key of the user ``subject`` (their id): their sealed
         prompts and answers become unreadable; records, chain and proofs stay valid.
         409 legal_hold while a hold covers them. Query: ``reason`` (required)."""
-        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
-            _require_compliance_officer(scope)
-            reason = _reason(dict(request.query_params))
-            pseudonym = compliance.log.pseudonym(subject)
+        acting = officer_act(
+            request, inference, authenticator, compliance, subject, "erase_subject"
+        )
+        async with acting as (pseudonym, reason, record):
             if await compliance.vault.is_held(pseudonym):
                 raise LegalHold("A legal hold covers this data subject; lift it before erasing.")
-            await record_action(
-                inference,
-                intake,
-                target=f"user:{subject}",
-                change={"action": "erase_subject", "reason": reason},
-                event="audit",
-            )
+            await record()
             shredded = await compliance.vault.erase(pseudonym, reason)
         return {"object": "audit.erasure", "subject": subject, "keys_shredded": shredded}
 
@@ -329,17 +324,12 @@ class SubjectsController(Controller):
         compliance: NamedDependency[Compliance],
     ) -> dict[str, Any]:
         """Apply a legal hold: no erasure nor retention shredding until it is lifted."""
-        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
-            _require_compliance_officer(scope)
-            reason = _reason(dict(request.query_params))
-            await record_action(
-                inference,
-                intake,
-                target=f"user:{subject}",
-                change={"action": "apply_legal_hold", "reason": reason},
-                event="audit",
-            )
-            await compliance.vault.hold(compliance.log.pseudonym(subject), reason)
+        acting = officer_act(
+            request, inference, authenticator, compliance, subject, "apply_legal_hold"
+        )
+        async with acting as (pseudonym, reason, record):
+            await record()
+            await compliance.vault.hold(pseudonym, reason)
         return {"object": "audit.legal_hold", "subject": subject, "held": True}
 
     @delete(SUBJECT + "/hold", status_code=200)
@@ -352,18 +342,40 @@ class SubjectsController(Controller):
         compliance: NamedDependency[Compliance],
     ) -> dict[str, Any]:
         """Lift a subject's legal hold."""
-        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
-            _require_compliance_officer(scope)
-            reason = _reason(dict(request.query_params))
+        acting = officer_act(
+            request, inference, authenticator, compliance, subject, "lift_legal_hold"
+        )
+        async with acting as (pseudonym, _, record):
+            await record()
+            await compliance.vault.release(pseudonym)
+        return {"object": "audit.legal_hold", "subject": subject, "held": False}
+
+
+@contextlib.asynccontextmanager
+async def officer_act(
+    request: Request[Any, Any, Any],
+    inference: InferenceService,
+    authenticator: Authenticator,
+    compliance: Compliance,
+    subject: str,
+    action: str,
+) -> AsyncIterator[tuple[str, str, Callable[[], Awaitable[None]]]]:
+    """An erasure or hold by an organisation-wide auditor, with its reason: yields the
+    subject's pseudonym, the reason, and the call that records the act (before it is done)."""
+    async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
+        _require_compliance_officer(scope)
+        reason = _reason(dict(request.query_params))
+
+        async def record() -> None:
             await record_action(
                 inference,
                 intake,
                 target=f"user:{subject}",
-                change={"action": "lift_legal_hold", "reason": reason},
+                change={"action": action, "reason": reason},
                 event="audit",
             )
-            await compliance.vault.release(compliance.log.pseudonym(subject))
-        return {"object": "audit.legal_hold", "subject": subject, "held": False}
+
+        yield compliance.log.pseudonym(subject), reason, record
 
 
 def _require_compliance_officer(scope: AuditorScope) -> None:

@@ -87,7 +87,10 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
     report = asyncio.run(run())
     if report.fault is None:
-        print(f"ok: {report.size} records, {report.checkpoints} signed checkpoints verified")
+        purged = f" ({report.purged} purged after retention)" if report.purged else ""
+        print(
+            f"ok: {report.size} records{purged}, {report.checkpoints} signed checkpoints verified"
+        )
         return 0
     fault = report.fault
     where = f"first bad record: {fault.seq}" if fault.seq is not None else "checkpoints"

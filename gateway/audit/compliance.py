@@ -25,7 +25,7 @@ from gateway.audit.export import export_header, export_line
 from gateway.audit.records import AuditLog
 from gateway.audit.search import Filters, Found, search_all
 from gateway.audit.verify import Report, verify_log
-from gateway.db.models import AuditCheckpoint
+from gateway.db.models import AuditCheckpoint, AuditTree
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,13 @@ class Compliance:
             await write_checkpoint(self.engine, self.signer, self.origin, self.checkpoint_dir)
             newest = await self._newest()
         return newest if newest is not None and newest.size >= covering else None
+
+    async def export_head(self) -> SignedHead | None:
+        """A checkpoint over the whole log when this gateway can sign one, else the newest
+        (records sequenced after it are left out of an export)."""
+        async with self.engine.connect() as conn:
+            size = await conn.scalar(select(AuditTree.size).where(AuditTree.id == 1))
+        return await self.signed_head(covering=int(size or 0)) or await self.signed_head()
 
     async def _newest(self) -> SignedHead | None:
         async with self.engine.connect() as conn:

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit.purge import purge_expired
 from gateway.audit.sealing import new_wrapped_key, open_sealed, seal, unwrap_key
 from gateway.db.models import AuditHold, AuditSubjectKey, Tenant
 from gateway.errors import Conflict
@@ -27,13 +28,22 @@ from gateway.errors import Conflict
 logger = logging.getLogger("enclave.audit.retention")
 
 
-async def run_retention(vault: ContentVault, stop: asyncio.Event, interval_s: float = 3600) -> None:
-    """Shred expired content keys every ``interval_s`` until ``stop``."""
+async def run_retention(
+    vault: ContentVault,
+    sequencer_db: AsyncEngine,
+    metadata_retention_days: int,
+    stop: asyncio.Event,
+    interval_s: float = 3600,
+) -> None:
+    """Every ``interval_s`` until ``stop``: shred expired content keys, purge expired records."""
     while not stop.is_set():
         try:
             shredded = await vault.shred_expired()
-            if shredded:
-                logger.info("retention: %d content keys shredded", shredded)
+            purged = await purge_expired(sequencer_db, vault.main, metadata_retention_days)
+            if shredded or purged:
+                logger.info(
+                    "retention: %d content keys shredded, %d records purged", shredded, purged
+                )
         except Exception as exc:  # the database is away: try again next time
             logger.warning("retention paused: %s", type(exc).__name__)
         with contextlib.suppress(TimeoutError):

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.audit.checkpointer import write_once
+from gateway.audit.key_files import load_or_create_key
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -30,21 +30,7 @@ class SealError(Exception):
 
 def load_or_create_master_key(path: Path) -> bytes:
     """The master key in ``path`` (hex), created with mode 0600 when missing."""
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = secrets.token_hex(KEY_BYTES)
-        try:
-            write_once(path, text + "\n", mode=0o600)
-        except FileExistsError:  # another process created it meanwhile
-            return load_or_create_master_key(path)
-    if path.stat().st_mode & 0o077:
-        raise ValueError(f"content master key {path} is readable by others; chmod 600 it")
-    key = bytes.fromhex(text)
-    if len(key) != KEY_BYTES:
-        raise ValueError(f"content master key {path} must hold {KEY_BYTES} bytes (hex)")
-    return key
+    return load_or_create_key(path, KEY_BYTES, "content master key", exact=True)
 
 
 def _encrypt(key: bytes, plaintext: bytes, associated: bytes) -> bytes:

@@ -83,16 +83,16 @@ class Found:
     tenant_id: str | None
 
 
-def _found(row: Row[int, bytes, bytes, str | None]) -> Found:
+def _found(row: Row[int, bytes | None, bytes, str | None]) -> Found:
     seq, data, leaf, tenant_id = row
-    return Found(seq, bytes(data), bytes(leaf), tenant_id)
+    return Found(seq, bytes(data or b""), bytes(leaf), tenant_id)  # purged rows are excluded
 
 
-def _query(filters: Filters) -> Select[int, bytes, bytes, str | None]:
+def _query(filters: Filters) -> Select[int, bytes | None, bytes, str | None]:
     return (
         select(AuditLogEntry.seq, AuditLogEntry.data, AuditLogEntry.leaf, AuditIndex.tenant_id)
         .join(AuditIndex, AuditIndex.seq == AuditLogEntry.seq)
-        .where(*filters.conditions())
+        .where(AuditLogEntry.data.is_not(None), *filters.conditions())
         .order_by(AuditLogEntry.seq)
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,6 +41,8 @@ class Report:
     size: int
     checkpoints: int
     fault: Fault | None
+    purged: int = 0
+    """Records whose bytes were purged after their retention (their leaves verified)."""
 
     @property
     def is_ok(self) -> bool:
@@ -65,8 +68,10 @@ def open_all(
 class _Walk:
     """The log replayed record by record against the chain rules and the checkpoints."""
 
-    def __init__(self, checkpoints: dict[int, Checkpoint]) -> None:
+    def __init__(self, checkpoints: dict[int, Checkpoint], purge_cutoff: datetime) -> None:
         self.checkpoints = checkpoints
+        self.purge_cutoff = purge_cutoff
+        self.purged = 0
         self.pending = sorted(checkpoints)
         self.frontier = Frontier.empty()
         self.prev_leaf: bytes | None = None
@@ -86,7 +91,11 @@ class _Walk:
             self.last_good = size
         return None
 
-    def feed(self, seq: int, data: bytes, leaf: bytes) -> Fault | None:
+    def feed(
+        self, seq: int, data: bytes | None, leaf: bytes, sequenced_at: datetime
+    ) -> Fault | None:
+        if data is None:
+            return self.feed_purged(seq, leaf, sequenced_at)
         chain_fault = check_next(self.frontier.size, seq, data, self.prev_leaf)
         if chain_fault is not None:
             return Fault(chain_fault.reason, chain_fault.seq)
@@ -94,6 +103,18 @@ class _Walk:
         if leaf != self.prev_leaf:
             return Fault("stored leaf hash differs", seq)
         self.frontier.append(self.prev_leaf)
+        return self.match_checkpoints()
+
+    def feed_purged(self, seq: int, leaf: bytes, sequenced_at: datetime) -> Fault | None:
+        """A purged record: only its leaf is left; the next record's link checks it, the
+        tree and the checkpoints check all leaves. Purged too soon is a fault."""
+        if seq != self.frontier.size:
+            return Fault(f"record {self.frontier.size} is missing (found {seq} next)", seq)
+        if sequenced_at > self.purge_cutoff:
+            return Fault("record purged before the minimum retention (bytes deleted)", seq)
+        self.purged += 1
+        self.prev_leaf = leaf
+        self.frontier.append(leaf)
         return self.match_checkpoints()
 
     def finish(self, head_size: int, head_root: bytes) -> Fault | None:
@@ -110,28 +131,44 @@ class _Walk:
         return None
 
 
-async def _records(engine: AsyncEngine) -> AsyncIterator[tuple[int, bytes, bytes]]:
+async def _records(
+    engine: AsyncEngine,
+) -> AsyncIterator[tuple[int, bytes | None, bytes, datetime]]:
     """Every log row in seq order, a page at a time (keyset pagination)."""
     after = -1
     async with engine.connect() as conn:
         while True:
             rows = (
                 await conn.execute(
-                    select(AuditLogEntry.seq, AuditLogEntry.data, AuditLogEntry.leaf)
+                    select(
+                        AuditLogEntry.seq,
+                        AuditLogEntry.data,
+                        AuditLogEntry.leaf,
+                        AuditLogEntry.sequenced_at,
+                    )
                     .where(AuditLogEntry.seq > after)
                     .order_by(AuditLogEntry.seq)
                     .limit(PAGE)
                 )
             ).all()
-            for seq, data, leaf in rows:
-                yield seq, bytes(data), bytes(leaf)
+            for seq, data, leaf, sequenced_at in rows:
+                yield seq, None if data is None else bytes(data), bytes(leaf), sequenced_at
             if len(rows) < PAGE:
                 return
             after = rows[-1].seq
 
 
+MIN_RETENTION = timedelta(days=183)
+"""No record may be purged sooner (``AuditSettings.metadata_retention_days`` >= 183)."""
+
+
 async def verify_log(
-    engine: AsyncEngine, verifier: Verifier, origin: str, extra_notes: Sequence[str] = ()
+    engine: AsyncEngine,
+    verifier: Verifier,
+    origin: str,
+    extra_notes: Sequence[str] = (),
+    *,
+    now: datetime | None = None,
 ) -> Report:
     """Check everything; the report names the first fault found, if any."""
     async with engine.connect() as conn:
@@ -140,14 +177,14 @@ async def verify_log(
     checkpoints, fault = open_all([*stored, *extra_notes], verifier, origin)
     if fault is not None:
         return Report(0, len(checkpoints), fault)
-    walk = _Walk(checkpoints)
+    walk = _Walk(checkpoints, (now or datetime.now(UTC)) - MIN_RETENTION)
     fault = walk.match_checkpoints()  # a checkpoint of the empty tree
     if fault is None:
-        async for seq, data, leaf in _records(engine):
-            fault = walk.feed(seq, data, leaf)
+        async for seq, data, leaf, sequenced_at in _records(engine):
+            fault = walk.feed(seq, data, leaf, sequenced_at)
             if fault is not None:
                 break
         else:
             head_root = Frontier.from_bytes(head.frontier).root()
             fault = walk.finish(head.size, head_root)
-    return Report(walk.frontier.size, len(checkpoints), fault)
+    return Report(walk.frontier.size, len(checkpoints), fault, walk.purged)

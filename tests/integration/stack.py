@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.app import create_app
+from gateway.audit.checkpoints import Verifier, generate_signer
 from gateway.audit.pseudonyms import load_or_create_pseudonym_key
 from gateway.auth.api_keys import create_key
 from gateway.db.migrate import upgrade_to_head
@@ -63,6 +65,23 @@ class Stack:
     async def audit_rows(self) -> list[Logged]:
         """Every audit record so far, sequenced or pending, in log order."""
         return await read_logged(self.audit_db, self.db, self.pseudonym_key)
+
+
+def signed_audit(tmp_path: Path, origin: str, **settings: Any) -> tuple[AuditSettings, Verifier]:
+    """Audit settings with a fresh checkpoint signing key (and key files) under tmp_path,
+    and the verifier of that key."""
+    private, public = generate_signer(origin)
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(private)
+    key_file.chmod(0o600)
+    audit = AuditSettings(
+        origin=origin,
+        signing_key_file=key_file,
+        pseudonym_key_file=tmp_path / "pseudonym.key",
+        content_key_file=tmp_path / "content.key",
+        **settings,
+    )
+    return audit, Verifier.from_key_string(public)
 
 
 def stack_settings(

@@ -14,12 +14,11 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from gateway.audit.chain import pseudonym
-from gateway.audit.checkpoints import Verifier, generate_signer
+from gateway.audit.checkpoints import Verifier
 from gateway.audit.verify import verify_log
 from gateway.db.models import AuditCheckpoint, AuditIndex, AuditLogEntry, AuditPending, User
-from gateway.settings import AuditSettings
 from tests.fakes.engine import FakeEngine
-from tests.integration.stack import Stack, open_stack
+from tests.integration.stack import Stack, open_stack, signed_audit
 
 pytestmark = pytest.mark.integration
 
@@ -34,18 +33,9 @@ async def signed_stack(
     redis_client: Redis,
     tmp_path: Path,
 ) -> AsyncIterator[tuple[Stack, Verifier]]:
-    private, public = generate_signer(ORIGIN)
-    key_file = tmp_path / "audit.key"
-    key_file.write_text(private)
-    key_file.chmod(0o600)
-    audit = AuditSettings(
-        origin=ORIGIN,
-        signing_key_file=key_file,
-        checkpoint_interval_s=0.2,
-        pseudonym_key_file=tmp_path / "pseudonym.key",
-    )
+    audit, verifier = signed_audit(tmp_path, ORIGIN, checkpoint_interval_s=0.2)
     async with open_stack(make_postgres_url(), redis_url, FakeEngine(), audit=audit) as stack:
-        yield stack, Verifier.from_key_string(public)
+        yield stack, verifier
 
 
 async def wait_until_checkpointed(stack: Stack) -> int:

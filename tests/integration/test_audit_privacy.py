@@ -15,14 +15,13 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from gateway.audit import merkle
-from gateway.audit.checkpoints import Verifier, generate_signer, open_checkpoint
+from gateway.audit.checkpoints import Verifier, open_checkpoint
 from gateway.audit.content import ContentVault
 from gateway.audit.sealing import SealError, load_or_create_master_key, open_sealed
 from gateway.audit.sequencer import sequence_batch
 from gateway.db.models import AuditLogEntry, Tenant
-from gateway.settings import AuditSettings
 from tests.fakes.engine import FakeEngine
-from tests.integration.stack import Stack, open_stack
+from tests.integration.stack import Stack, open_stack, signed_audit
 
 pytestmark = pytest.mark.integration
 
@@ -77,17 +76,7 @@ class World:
 async def world(
     make_postgres_url: Callable[[], str], redis_url: str, redis_client: Redis, tmp_path: Path
 ) -> AsyncIterator[World]:
-    private, public = generate_signer(ORIGIN)
-    key_file = tmp_path / "audit.key"
-    key_file.write_text(private)
-    key_file.chmod(0o600)
-    audit = AuditSettings(
-        origin=ORIGIN,
-        signing_key_file=key_file,
-        checkpoint_interval_s=3600,
-        pseudonym_key_file=tmp_path / "pseudonym.key",
-        content_key_file=tmp_path / "content.key",
-    )
+    audit, verifier = signed_audit(tmp_path, ORIGIN, checkpoint_interval_s=3600)
     async with open_stack(make_postgres_url(), redis_url, FakeEngine(), audit=audit) as stack:
         alice = await stack.key(tenant="cardiology", user="alice")
         bob = await stack.key(tenant="radiology", user="bob")
@@ -101,7 +90,7 @@ async def world(
         vault = ContentVault(
             stack.audit_db, stack.db, load_or_create_master_key(tmp_path / "content.key"), 365
         )
-        world = World(stack, vault, Verifier.from_key_string(public), alice, bob, dora, carol,
+        world = World(stack, vault, verifier, alice, bob, dora, carol,
                       cardiology)  # fmt: skip
         opted = await stack.client.patch(
             f"/admin/v1/tenants/{cardiology}", json={"keep_content": True}, headers=world.auth(dora)

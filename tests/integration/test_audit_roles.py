@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.checkpointer import write_checkpoint
 from gateway.audit.checkpoints import Signer, generate_signer, load_signer
+from gateway.audit.purge import purge_expired
 from gateway.audit.sequencer import sequence_batch
 from gateway.audit.writer import PendingWriter, append_pending
 from gateway.db.migrate import build_config, upgrade_to_head
@@ -64,8 +65,9 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     SEQUENCER: {
         "audit_pending": {"SELECT", "DELETE"},
         "audit_log": {"SELECT", "INSERT"},
-        "audit_index": {"SELECT", "INSERT", "UPDATE"},
+        "audit_index": {"SELECT", "INSERT", "UPDATE", "DELETE"},  # purges drop index rows
         "audit_nodes": {"SELECT", "INSERT", "UPDATE"},
+        "audit_holds": {"SELECT"},  # purges keep held subjects' records
         "audit_tree": {"SELECT", "UPDATE"},
         "audit_checkpoints": {"SELECT", "INSERT"},
     },
@@ -204,6 +206,19 @@ async def test_each_role_holds_exactly_its_grants(owner: AsyncEngine) -> None:
     assert can_use_ids is True
 
 
+async def test_only_the_sequencer_may_purge_record_bytes(owner: AsyncEngine) -> None:
+    """UPDATE on audit_log is granted for one column, data (purges set it to NULL)."""
+    held = {}
+    async with owner.connect() as conn:
+        for role in EXPECTED:
+            for column in ("data", "leaf", "seq"):
+                held[role, column] = await conn.scalar(
+                    text("SELECT has_column_privilege(:role, 'audit_log', :column, 'UPDATE')"),
+                    {"role": role, "column": column},
+                )
+    assert {key for key, allowed in held.items() if allowed} == {(SEQUENCER, "data")}
+
+
 async def test_the_gateway_queues_records(owner: AsyncEngine, connect_as: ConnectAs) -> None:
     gateway = await connect_as(GATEWAY)
 
@@ -280,6 +295,24 @@ async def test_the_sequencer_sequences_and_checkpoints(
     assert checkpoint is not None
     assert checkpoint.size == 3
     assert await row_count(owner, "audit_checkpoints") == 1
+
+
+async def test_the_sequencer_purges_and_the_gateway_may_not(
+    owner: AsyncEngine, connect_as: ConnectAs
+) -> None:
+    gateway, sequencer = await connect_as(GATEWAY), await connect_as(SEQUENCER)
+    await write_pending(gateway, 3)
+    await sequence_batch(sequencer)
+    years_later = datetime.now(UTC) + timedelta(days=7 * 365)
+
+    with pytest.raises(DBAPIError) as refused:
+        await purge_expired(gateway, owner, 6 * 365, now=years_later)
+    assert getattr(refused.value.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE
+    assert await purge_expired(sequencer, owner, 6 * 365, now=years_later) == 3
+
+    async with owner.connect() as conn:
+        kept = await conn.scalar(select(func.count()).where(AuditLogEntry.data.is_not(None)))
+    assert kept == 0
 
 
 async def test_even_the_owner_may_not_truncate_pending_records(owner: AsyncEngine) -> None:

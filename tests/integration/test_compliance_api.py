@@ -18,12 +18,11 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from gateway.audit import merkle
-from gateway.audit.checkpoints import Verifier, generate_signer, open_checkpoint
+from gateway.audit.checkpoints import Verifier, open_checkpoint
 from gateway.audit.export import verify_export
 from gateway.audit.sequencer import sequence_batch
-from gateway.settings import AuditSettings
 from tests.fakes.engine import FakeEngine
-from tests.integration.stack import Stack, open_stack
+from tests.integration.stack import Stack, open_stack, signed_audit
 
 pytestmark = pytest.mark.integration
 
@@ -58,16 +57,7 @@ class World:
 async def world(
     make_postgres_url: Callable[[], str], redis_url: str, redis_client: Redis, tmp_path: Path
 ) -> AsyncIterator[World]:
-    private, public = generate_signer(ORIGIN)
-    key_file = tmp_path / "audit.key"
-    key_file.write_text(private)
-    key_file.chmod(0o600)
-    audit = AuditSettings(
-        origin=ORIGIN,
-        signing_key_file=key_file,
-        checkpoint_interval_s=3600,
-        pseudonym_key_file=tmp_path / "pseudonym.key",
-    )
+    audit, verifier = signed_audit(tmp_path, ORIGIN, checkpoint_interval_s=3600)
     async with open_stack(make_postgres_url(), redis_url, FakeEngine(), audit=audit) as stack:
         alice = await stack.key(tenant="cardiology", user="alice")
         bob = await stack.key(tenant="radiology", user="bob")
@@ -82,7 +72,7 @@ async def world(
             )
             assert response.status_code == 200
             requests[name] = response.json()["id"]
-        world = World(stack, Verifier.from_key_string(public), alice, bob, carol, dora, requests)
+        world = World(stack, verifier, alice, bob, carol, dora, requests)
         await world.sequenced()
         yield world
 

@@ -34,7 +34,8 @@ class AuditLogEntry(Base):
     __tablename__ = "audit_log"
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """The record's exact bytes; NULL once purged after its retention (the leaf stays)."""
     leaf: Mapped[bytes] = mapped_column(LargeBinary)
     sequenced_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
