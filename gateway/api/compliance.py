@@ -6,6 +6,7 @@ GET    /audit/records/{seq}    one record with its inclusion proof under a signe
 GET    /audit/export           the search as JSONL with proofs (``enclave audit verify-export``)
                                or as CSV (``format=csv``)
 POST   /audit/verify           recompute chain and tree, check every checkpoint
+GET    /audit/consistency      RFC 6962 consistency proof between two tree sizes (checkpoints)
 DELETE /audit/subjects/{id}    erase a data subject's sealed content (crypto-shredding;
                                auditor + platform_admin; ``reason`` required)
 PUT    /audit/subjects/{id}/hold, DELETE …/hold   apply or lift a legal hold on a subject
@@ -30,6 +31,7 @@ from litestar.response import Stream
 
 from gateway.api.admin.scope import BEARER
 from gateway.api.intake import Intake, audited, authenticate, new_request_id, record_action
+from gateway.audit import proofs
 from gateway.audit.compliance import Compliance, record_view
 from gateway.audit.content import LegalHold
 from gateway.audit.search import Filters, decode_cursor, encode_cursor, find, search
@@ -42,6 +44,7 @@ RECORDS = "/audit/records"
 SUBJECT = "/audit/subjects/{subject:str}"
 EXPORT = "/audit/export"
 VERIFY = "/audit/verify"
+CONSISTENCY = "/audit/consistency"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 EVENTS = frozenset({"accepted", "outcome", "refused", "admin", "audit"})
@@ -125,6 +128,13 @@ def filters_of(query: dict[str, str], scope: AuditorScope, compliance: Complianc
         endpoint=_text(query.get("endpoint"), "endpoint"),
         request_id=_text(query.get("request_id"), "request_id"),
     )
+
+
+def _size(query: dict[str, str], param: str) -> int:
+    raw = query.get(param, "")
+    if not raw.isdigit() or len(raw) > 19:
+        raise InvalidRequest(f"{param} must be a tree size (a whole number).", param=param)
+    return int(raw)
 
 
 def _limit(raw: str | None) -> int:
@@ -233,6 +243,37 @@ class ComplianceController(Controller):
                 media_type="application/x-ndjson",
                 headers={"content-disposition": 'attachment; filename="audit.jsonl"'},
             )
+
+    @get(CONSISTENCY)
+    async def consistency(
+        self,
+        request: Request[Any, Any, Any],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        compliance: NamedDependency[Compliance],
+    ) -> dict[str, Any]:
+        """The proof that the tree of ``new_size`` records extends that of ``old_size``
+        (query parameters): with two checkpoints, anyone can check that the later one
+        kept every record the earlier one signed, without the log."""
+        async with auditor_call(request, inference, authenticator, CONSISTENCY) as (intake, _):
+            query = dict(request.query_params)
+            old_size, new_size = _size(query, "old_size"), _size(query, "new_size")
+            size = await compliance.tree_size()
+            if not 0 < old_size <= new_size <= size:
+                raise InvalidRequest(
+                    f"Sizes must satisfy 0 < old_size <= new_size <= {size} (the log's size).",
+                    param="new_size" if old_size > 0 else "old_size",
+                )
+            async with compliance.engine.connect() as conn:
+                proof = await proofs.consistency_proof(conn, old_size, new_size)
+            await record_action(
+                inference,
+                intake,
+                target="audit:consistency",
+                change={"old_size": old_size, "new_size": new_size},
+                event="audit",
+            )
+        return {"old_size": old_size, "new_size": new_size, "proof": [h.hex() for h in proof]}
 
     @post(VERIFY, status_code=200)
     async def verify(

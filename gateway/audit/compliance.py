@@ -53,12 +53,16 @@ class Compliance:
             newest = await self._newest()
         return newest if newest is not None and newest.size >= covering else None
 
+    async def tree_size(self) -> int:
+        """How many records are sequenced."""
+        async with self.engine.connect() as conn:
+            size = await conn.scalar(select(AuditTree.size).where(AuditTree.id == 1))
+        return int(size or 0)
+
     async def export_head(self) -> SignedHead | None:
         """A checkpoint over the whole log when this gateway can sign one, else the newest
         (records sequenced after it are left out of an export)."""
-        async with self.engine.connect() as conn:
-            size = await conn.scalar(select(AuditTree.size).where(AuditTree.id == 1))
-        return await self.signed_head(covering=int(size or 0)) or await self.signed_head()
+        return await self.signed_head(covering=await self.tree_size()) or await self.signed_head()
 
     async def _newest(self) -> SignedHead | None:
         async with self.engine.connect() as conn:

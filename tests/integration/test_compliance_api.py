@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from gateway.audit import merkle
-from gateway.audit.checkpoints import Verifier, open_checkpoint
+from gateway.audit.checkpoints import Checkpoint, Verifier, open_checkpoint
 from gateway.audit.export import verify_export
 from gateway.audit.sequencer import sequence_batch
 from tests.fakes.engine import FakeEngine
@@ -286,3 +286,33 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         text=True,
         check=False,
     )
+
+
+async def test_two_checkpoints_are_proven_consistent_without_the_log(world: World) -> None:
+    async def newest_checkpoint() -> Checkpoint:
+        seq = (await world.get(world.dora, "/audit/records", limit=1000))["data"][-1]["seq"]
+        view = await world.get(world.dora, f"/audit/records/{seq}")  # signs a covering head
+        return open_checkpoint(view["proof"]["checkpoint"], world.verifier, ORIGIN)
+
+    old = await newest_checkpoint()
+    response = await world.stack.client.post(
+        "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {world.alice}"}
+    )
+    assert response.status_code == 200
+    await world.sequenced()
+    new = await newest_checkpoint()
+    assert new.size > old.size
+
+    answer = await world.get(
+        world.carol, "/audit/consistency", old_size=old.size, new_size=new.size
+    )
+    proof = [bytes.fromhex(h) for h in answer["proof"]]
+    assert merkle.verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+    forged = bytes(32)
+    assert not merkle.verify_consistency(old.size, new.size, forged, new.root_hash, proof)
+
+    for params in ({"old_size": 0, "new_size": 1}, {"old_size": 2, "new_size": 10**6}):
+        bad = await world.stack.client.get(
+            "/audit/consistency", params=params, headers={"Authorization": f"Bearer {world.carol}"}
+        )
+        assert bad.status_code == 400
