@@ -17,7 +17,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.api.admin import AdminKeysController, AdminTenantsController, AdminUsersController
+from gateway.api.admin import (
+    AdminKeysController,
+    AdminLimitsController,
+    AdminTenantsController,
+    AdminUsersController,
+)
 from gateway.api.audit import AuditKeyController, CheckpointKey
 from gateway.api.chat_completions import ChatCompletionsController
 from gateway.api.completions import CompletionsController
@@ -41,6 +46,8 @@ from gateway.db.session import create_engine, create_session_factory
 from gateway.errors import handle_exception
 from gateway.inference import InferenceService
 from gateway.queue.client import RedisJobQueue
+from gateway.quotas.admission import Admission
+from gateway.quotas.service import Quotas
 from gateway.settings import HttpSettings, OidcSettings, Settings
 
 
@@ -147,7 +154,12 @@ def create_app(settings: Settings) -> Litestar:
         app.state.audit = AuditLog(audit_writer, pseudonym_key)
         master_key = await asyncio.to_thread(load_or_create_master_key, settings.content_key_path)
         vault = ContentVault(audit_db, main_db, master_key, settings.audit.content_retention_days)
-        app.state.inference = InferenceService(queue, app.state.audit, vault)
+        quotas = Quotas(
+            Admission(redis, lease_ttl_s=settings.quota.lease_ttl_s),
+            app.state.sessions,
+            settings.quota,
+        )
+        app.state.inference = InferenceService(queue, app.state.audit, vault, quotas)
         app.state.compliance = Compliance(
             log=app.state.audit,
             engine=audit_db,
@@ -160,6 +172,7 @@ def create_app(settings: Settings) -> Litestar:
         stop_audit = asyncio.Event()
         audit_tasks = [
             asyncio.create_task(run_sequencer(sequencer_db, stop_audit)),
+            asyncio.create_task(quotas.run_renewals(stop_audit)),
             asyncio.create_task(
                 run_retention(
                     vault, sequencer_db, settings.audit.metadata_retention_days, stop_audit
@@ -214,6 +227,7 @@ def create_app(settings: Settings) -> Litestar:
             AdminTenantsController,
             AdminUsersController,
             AdminKeysController,
+            AdminLimitsController,
         ],
         lifespan=[lifespan],
         dependencies={

@@ -9,7 +9,10 @@
     │   └── ModelNotFound             404 invalid_request_error / model_not_found
     ├── Conflict                      409 invalid_request_error / conflict
     ├── PayloadTooLarge               413 invalid_request_error / request_too_large
+    ├── RateLimited                   429 rate_limit_exceeded / the limit that refused
+    │   └── QuotaExhausted            429 insufficient_quota / the budget that is spent
     ├── ServiceUnavailable            503 service_unavailable
+    │   ├── QuotaUnavailable          503 service_unavailable / quota_unavailable
     │   ├── AuditUnavailable          503 service_unavailable / audit_unavailable
     │   ├── QueueUnavailable          503 service_unavailable / queue_unavailable
     │   └── NoWorkerAvailable         503 service_unavailable / no_worker_available
@@ -101,6 +104,19 @@ class PayloadTooLarge(EnclaveError):
     default_code = "request_too_large"
 
 
+class RateLimited(EnclaveError):
+    """A limit refused the request; ``headers`` carry Retry-After and x-ratelimit-*."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    default_code = "rate_limit_exceeded"
+
+
+class QuotaExhausted(RateLimited):
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
 class ServiceUnavailable(EnclaveError):
     status = 503
     type = "service_unavailable"
@@ -112,6 +128,10 @@ class ServiceUnavailable(EnclaveError):
 
 class AuditUnavailable(ServiceUnavailable):
     default_code = "audit_unavailable"
+
+
+class QuotaUnavailable(ServiceUnavailable):
+    default_code = "quota_unavailable"
 
 
 class QueueUnavailable(ServiceUnavailable):

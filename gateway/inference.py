@@ -40,6 +40,8 @@ from gateway.queue.protocol import (
     Started,
     WorkerInfo,
 )
+from gateway.quotas.admission import Decision
+from gateway.quotas.service import Admitted, Quotas, ratelimit_headers
 
 logger = logging.getLogger("enclave.inference")
 
@@ -93,6 +95,12 @@ class JobRun:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     is_settled: bool = False
+    limits: Decision | None = None
+    """The admission decision: what the x-ratelimit-* headers report."""
+
+    @property
+    def ratelimit_headers(self) -> dict[str, str]:
+        return ratelimit_headers(self.limits)
 
     @property
     def text(self) -> str:
@@ -139,11 +147,16 @@ class JobRun:
 
 class InferenceService:
     def __init__(
-        self, queue: RedisJobQueue, audit: AuditLog, vault: ContentVault | None = None
+        self,
+        queue: RedisJobQueue,
+        audit: AuditLog,
+        vault: ContentVault | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.queue = queue
         self.audit = audit
         self.vault = vault
+        self.quotas = quotas
 
     async def find_worker(self, model: str, principal: Principal) -> WorkerInfo:
         """A live worker for ``model``; a model the tenant may not use does not exist for it."""
@@ -166,23 +179,34 @@ class InferenceService:
                 f"However, you requested {max_tokens} tokens for the completion alone.",
                 param="max_tokens",
             )
-        entry = self._entry(principal, request_id, request, "accepted", 202)
-        sealed = await self._seal(principal, request_id, "prompt", request.text())
-        await self.audit.append(replace(entry, prompt_sealed=sealed))
-        job = Job(
-            id=request_id,
-            model=request.model,
-            kind=request.kind,
-            reply_to=self.queue.inbox,
-            tenant=principal.tenant_id,
-            sampling=request.sampling,
-            enqueued_at=time.time(),
-            messages=request.messages,
-            prompt=request.prompt,
-            echo=request.echo,
+        admitted = (
+            await self.quotas.admit(principal, request_id, request.text(), max_tokens)
+            if self.quotas is not None
+            else Admitted(None)
         )
-        events = await self.queue.submit(job)
+        try:
+            entry = self._entry(principal, request_id, request, "accepted", 202)
+            sealed = await self._seal(principal, request_id, "prompt", request.text())
+            await self.audit.append(replace(entry, prompt_sealed=sealed))
+            job = Job(
+                id=request_id,
+                model=request.model,
+                kind=request.kind,
+                reply_to=self.queue.inbox,
+                tenant=principal.tenant_id,
+                sampling=request.sampling,
+                enqueued_at=time.time(),
+                messages=request.messages,
+                prompt=request.prompt,
+                echo=request.echo,
+            )
+            events = await self.queue.submit(job)
+        except BaseException:  # not accepted after all: give the reservation back
+            if self.quotas is not None:
+                await self.quotas.settle(request_id, 0)
+            raise
         run = JobRun(request_id, _placeholder, events, self, principal, request, time.monotonic())
+        run.limits = admitted.decision
         try:
             run.started = await self._first_event(run, events)
         except EnclaveError as exc:
@@ -211,6 +235,8 @@ class InferenceService:
         return first
 
     async def record_outcome(self, run: JobRun, status: int, error_code: str | None) -> None:
+        if self.quotas is not None:
+            await self.quotas.settle(run.request_id, run.prompt_tokens + run.completion_tokens)
         entry = self._entry(run._principal, run.request_id, run._request, "outcome", status)
         latency_ms = int((time.monotonic() - run._started_at) * 1000)
         answer = run.text

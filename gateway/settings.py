@@ -83,6 +83,16 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
 
+class QuotaSettings(_Section):
+    completion_tokens_estimate: int = Field(default=1024, ge=1)
+    """Tokens reserved for the answer when a request sets no max_tokens (corrected to the
+    true usage when it ends)."""
+    lease_ttl_s: float = Field(default=30.0, gt=0)
+    """A concurrency slot of a gateway that stopped renewing it frees after this long."""
+    fail_open: bool = False
+    """Redis unreachable: admit without limits (true) or refuse with 503 (false, default)."""
+
+
 class QueueSettings(_Section):
     lease_timeout_s: float = Field(default=15.0, gt=0)
     """A job held this long by a silent worker is reclaimed by another."""
@@ -233,6 +243,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
     queue: QueueSettings = QueueSettings()
+    quota: QuotaSettings = QuotaSettings()
     worker: WorkerSettings = WorkerSettings()
     oidc: OidcSettings = OidcSettings()
 

@@ -127,10 +127,16 @@ class ChatCompletionsController(Controller):
         )
         if body.stream:
             stream = _stream(run, body)
-            return Stream(stream, media_type=sse.MEDIA_TYPE, headers=sse.headers(run.request_id))
+            return Stream(
+                stream,
+                media_type=sse.MEDIA_TYPE,
+                headers=sse.headers(run.request_id) | run.ratelimit_headers,
+            )
         await collect(request, run)
         choice = Choice(0, AssistantMessage(run.text), run.finish_reason or "stop")
         completion = ChatCompletion(
             run.request_id, int(time.time()), body.model, [choice], _usage(run)
         )
-        return Response(completion, headers={"x-request-id": run.request_id})
+        return Response(
+            completion, headers={"x-request-id": run.request_id} | run.ratelimit_headers
+        )

@@ -99,11 +99,17 @@ class CompletionsController(Controller):
         )
         if body.stream:
             stream = _stream(run, body, job.prompt)
-            return Stream(stream, media_type=sse.MEDIA_TYPE, headers=sse.headers(run.request_id))
+            return Stream(
+                stream,
+                media_type=sse.MEDIA_TYPE,
+                headers=sse.headers(run.request_id) | run.ratelimit_headers,
+            )
         await collect(request, run)
         text = job.prompt + run.text if body.echo else run.text
         choice = CompletionChoice(text=text, index=0, finish_reason=run.finish_reason or "stop")
         completion = Completion(
             run.request_id, int(time.time()), body.model, [choice], usage=_usage(run)
         )
-        return Response(completion, headers={"x-request-id": run.request_id})
+        return Response(
+            completion, headers={"x-request-id": run.request_id} | run.ratelimit_headers
+        )

@@ -48,7 +48,7 @@ AUDIT_TABLES = {
     "audit_tree": "id",
     "audit_checkpoints": "size",
 }
-APP_TABLES = ("tenants", "users", "api_keys")
+APP_TABLES = ("tenants", "users", "api_keys", "limits")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 READ = {"SELECT"}
 # role -> table -> the privileges it must hold; every other one must be absent

@@ -28,6 +28,7 @@ MODEL_TABLES = {
     "audit_checkpoints",
     "audit_subject_keys",
     "audit_holds",
+    "limits",
 }
 BERLIN_SUMMER = timezone(timedelta(hours=2))
 

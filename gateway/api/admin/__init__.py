@@ -7,7 +7,13 @@ is audited too. ``scope`` holds who may act where, ``pages`` the listings' curso
 """
 
 from gateway.api.admin.keys import AdminKeysController
+from gateway.api.admin.limits import AdminLimitsController
 from gateway.api.admin.tenants import AdminTenantsController
 from gateway.api.admin.users import AdminUsersController
 
-__all__ = ["AdminKeysController", "AdminTenantsController", "AdminUsersController"]
+__all__ = [
+    "AdminKeysController",
+    "AdminLimitsController",
+    "AdminTenantsController",
+    "AdminUsersController",
+]

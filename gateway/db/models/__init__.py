@@ -11,6 +11,7 @@ from gateway.db.models.audit_log import (
 )
 from gateway.db.models.base import Base
 from gateway.db.models.identity import ApiKey, Tenant, User
+from gateway.db.models.limits import Limit
 
 __all__ = [
     "ApiKey",
@@ -23,6 +24,7 @@ __all__ = [
     "AuditSubjectKey",
     "AuditTree",
     "Base",
+    "Limit",
     "Tenant",
     "User",
 ]
