@@ -159,7 +159,14 @@ def create_app(settings: Settings) -> Litestar:
             app.state.sessions,
             settings.quota,
         )
-        app.state.inference = InferenceService(queue, app.state.audit, vault, quotas)
+        app.state.inference = InferenceService(
+            queue,
+            app.state.audit,
+            vault,
+            quotas,
+            start_timeout_s=settings.queue.start_timeout_s,
+            max_queued_per_tenant=settings.queue.max_queued_per_tenant,
+        )
         app.state.compliance = Compliance(
             log=app.state.audit,
             engine=audit_db,

@@ -13,6 +13,7 @@
     │   └── QuotaExhausted            429 insufficient_quota / the budget that is spent
     ├── ServiceUnavailable            503 service_unavailable
     │   ├── QuotaUnavailable          503 service_unavailable / quota_unavailable
+    │   ├── OverCapacity              503 service_unavailable / queue_full, queue_timeout
     │   ├── AuditUnavailable          503 service_unavailable / audit_unavailable
     │   ├── QueueUnavailable          503 service_unavailable / queue_unavailable
     │   └── NoWorkerAvailable         503 service_unavailable / no_worker_available
@@ -132,6 +133,12 @@ class AuditUnavailable(ServiceUnavailable):
 
 class QuotaUnavailable(ServiceUnavailable):
     default_code = "quota_unavailable"
+
+
+class OverCapacity(ServiceUnavailable):
+    """Every worker is busy and the request may not wait longer (or more wait already)."""
+
+    default_code = "over_capacity"
 
 
 class QueueUnavailable(ServiceUnavailable):

@@ -6,6 +6,7 @@ event → relay deltas → audit "outcome" (exactly once, however the request en
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -26,6 +27,7 @@ from gateway.errors import (
     InvalidRequest,
     ModelNotFound,
     NotFound,
+    OverCapacity,
     ServiceUnavailable,
     UpstreamFailed,
 )
@@ -57,6 +59,8 @@ class InferenceRequest:
     messages: tuple[ChatMessage, ...] = ()
     prompt: str = ""
     echo: bool = False
+    queue_timeout_s: float | None = None
+    """How long this request may wait for a worker (None: the configured default)."""
 
     def text(self) -> str:
         """The prompt as sent to the worker (messages as canonical JSON)."""
@@ -152,11 +156,16 @@ class InferenceService:
         audit: AuditLog,
         vault: ContentVault | None = None,
         quotas: Quotas | None = None,
+        *,
+        start_timeout_s: float = 30.0,
+        max_queued_per_tenant: int = 100,
     ) -> None:
         self.queue = queue
         self.audit = audit
         self.vault = vault
         self.quotas = quotas
+        self.start_timeout_s = start_timeout_s
+        self.max_queued_per_tenant = max_queued_per_tenant
 
     async def find_worker(self, model: str, principal: Principal) -> WorkerInfo:
         """A live worker for ``model``; a model the tenant may not use does not exist for it."""
@@ -179,6 +188,15 @@ class InferenceService:
                 f"However, you requested {max_tokens} tokens for the completion alone.",
                 param="max_tokens",
             )
+        if await self.queue.queued(request.model, principal.tenant_id) >= (
+            self.max_queued_per_tenant
+        ):
+            raise OverCapacity(
+                f"Your tenant has {self.max_queued_per_tenant} requests waiting for "
+                f"{request.model} already; retry later.",
+                code="queue_full",
+                retry_after_s=await self.queue.wait_estimate_s(request.model),
+            )
         admitted = (
             await self.quotas.admit(principal, request_id, request.text(), max_tokens)
             if self.quotas is not None
@@ -199,6 +217,7 @@ class InferenceService:
                 messages=request.messages,
                 prompt=request.prompt,
                 echo=request.echo,
+                start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
             )
             events = await self.queue.submit(job)
         except BaseException:  # not accepted after all: give the reservation back
@@ -208,13 +227,26 @@ class InferenceService:
         run = JobRun(request_id, _placeholder, events, self, principal, request, time.monotonic())
         run.limits = admitted.decision
         try:
-            run.started = await self._first_event(run, events)
+            async with asyncio.timeout(max(0.0, job.start_by - time.time())):
+                run.started = await self._first_event(run, events)
+        except TimeoutError:  # no worker took it in time: it will never start
+            await run.abandon(503, "queue_timeout")
+            waited = OverCapacity(
+                f"Every worker for {request.model} stayed busy for as long as this request "
+                "could wait; it was not started.",
+                code="queue_timeout",
+                retry_after_s=await self.queue.wait_estimate_s(request.model),
+            )
+            waited.is_audited = True  # its outcome record says so
+            raise waited from None
         except EnclaveError as exc:
             exc.is_audited = True
             raise
         except BaseException:  # the client went away while the job was queued
             await run.abandon()
             raise
+        finally:
+            await self.queue.unqueue(job)
         return run
 
     @staticmethod

@@ -100,6 +100,11 @@ class QueueSettings(_Section):
     """A request with no event for this long ends with 504."""
     worker_ttl_s: float = Field(default=10.0, gt=0)
     """A worker without a heartbeat for this long is not listed in /v1/models."""
+    start_timeout_s: float = Field(default=30.0, gt=0)
+    """How long a request may wait for a free worker before a 503 (header
+    ``x-enclave-queue-timeout`` sets it per request, up to request_timeout_s)."""
+    max_queued_per_tenant: int = Field(default=100, ge=1)
+    """Requests of one tenant that may wait for a model at once; more get a 503."""
 
 
 class WorkerSettings(_Section):

@@ -33,6 +33,7 @@ from gateway.queue.protocol import (
     decode_job,
     encode_worker_info,
     jobs_stream_key,
+    starts_key,
     streamed_flag_key,
     worker_info_key,
     workers_index_key,
@@ -43,6 +44,7 @@ from workers.publisher import EventPublisher
 logger = logging.getLogger("enclave.worker")
 
 FLAG_TTL_S = 3600
+STARTS_TTL_S = 180  # the current minute and the two before it
 HOLD_BEFORE_GENERATE = "hold_before_generate"
 
 
@@ -157,6 +159,9 @@ class Consumer:
                 await self._heartbeat()
 
     async def _should_skip(self, job: Job, is_reclaimed: bool) -> bool:
+        if job.start_by and time.time() > job.start_by:
+            logger.info("job %s waited past its start deadline; not started", job.id)
+            return True  # its gateway has answered 503 already
         if await self._redis.exists(cancel_key(job.id)):
             return True
         if is_reclaimed and await self._redis.exists(streamed_flag_key(job.id)):
@@ -184,6 +189,8 @@ class Consumer:
                         job.reply_to,
                         Started(job.id, self.worker_id, out.prompt_tokens, info.weights_digest),
                     )
+                    minute = int(time.time() // 60)  # the drain rate gateways estimate waits by
+                    self._publisher.count(starts_key(job.model, minute), STARTS_TTL_S)
                     has_streamed = True
                 if out.text:
                     self._publisher.send(

@@ -1,4 +1,4 @@
-"""Ordered, batched writes from a worker to Redis: events, streamed flags, acks.
+"""Ordered, batched writes from a worker to Redis: events, streamed flags, counters, acks.
 
 Everything the worker writes goes through one queue and leaves in one pipeline per event
 loop turn, so the events of all requests in an engine step share a round trip, and each
@@ -43,6 +43,11 @@ class EventPublisher:
 
     def set_flag(self, key: str, ttl_s: int) -> None:
         self._put(lambda p: p.set(key, b"1", ex=ttl_s))
+
+    def count(self, key: str, ttl_s: int) -> None:
+        """Add one to a counter that expires (e.g. jobs started this minute)."""
+        self._put(lambda p: p.incr(key))
+        self._put(lambda p: p.expire(key, ttl_s))
 
     def ack(self, stream: str, entry_id: bytes) -> None:
         self._put(lambda p: p.xack(stream, WORKER_GROUP, entry_id))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -126,6 +127,25 @@ async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T
     raise ClientDisconnected
 
 
+QUEUE_TIMEOUT_HEADER = "x-enclave-queue-timeout"
+MAX_QUEUE_TIMEOUT_S = 600.0
+
+
+def queue_timeout(value: str) -> float:
+    """The header's seconds to wait for a worker: a number above 0, at most 600."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_QUEUE_TIMEOUT_S:  # also refuses nan and inf
+        raise InvalidRequest(
+            f"{QUEUE_TIMEOUT_HEADER} must be a number of seconds above 0 and at most "
+            f"{MAX_QUEUE_TIMEOUT_S:g}.",
+            param=QUEUE_TIMEOUT_HEADER,
+        )
+    return seconds
+
+
 async def admit(
     request: Request[Any, Any, Any],
     inference: InferenceService,
@@ -142,6 +162,9 @@ async def admit(
         principal = await authenticate(request, authenticator, intake)
         body = decode_body(await read_body(request, max_body_bytes), schema)
         job = convert(body)
+        waiting = request.headers.get(QUEUE_TIMEOUT_HEADER)
+        if waiting is not None:
+            job = dataclasses.replace(job, queue_timeout_s=queue_timeout(waiting))
         run = await unless_disconnected(request, inference.open(principal, intake.request_id, job))
     return body, job, run
 

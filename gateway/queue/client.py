@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +34,8 @@ from gateway.queue.protocol import (
     encode,
     inbox_key,
     jobs_stream_key,
+    queued_key,
+    starts_key,
     worker_info_key,
     workers_index_key,
 )
@@ -40,6 +43,7 @@ from gateway.queue.protocol import (
 logger = logging.getLogger("enclave.queue")
 
 INBOX_TTL_S = 3600
+QUEUED_GRACE_S = 60
 CANCEL_TTL_S = 3600
 _READ_BLOCK_MS = 1000
 
@@ -76,7 +80,13 @@ class RedisJobQueue:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._waiting[job.id] = queue
         try:
-            await self._redis.xadd(jobs_stream_key(job.model), {MESSAGE_FIELD: encode(job)})
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(jobs_stream_key(job.model), {MESSAGE_FIELD: encode(job)})
+                if job.start_by:
+                    waiting = queued_key(job.model, job.tenant)
+                    pipe.zadd(waiting, {job.id: job.start_by})
+                    pipe.expireat(waiting, int(job.start_by) + QUEUED_GRACE_S)
+                await pipe.execute()
         except RedisError as exc:
             self._waiting.pop(job.id, None)
             raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
@@ -97,6 +107,38 @@ class RedisJobQueue:
                     return
         finally:
             self._waiting.pop(job_id, None)
+
+    async def queued(self, model: str, tenant: str) -> int:
+        """How many of the tenant's jobs for ``model`` wait for a worker (within deadline)."""
+        try:
+            return int(await self._redis.zcount(queued_key(model, tenant), time.time(), "+inf"))
+        except RedisError as exc:
+            raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
+
+    async def unqueue(self, job: Job) -> None:
+        """The job started, or its wait is over: it no longer counts as waiting."""
+        with contextlib.suppress(RedisError):
+            await self._redis.zrem(queued_key(job.model, job.tenant), job.id)
+
+    async def wait_estimate_s(self, model: str) -> int:
+        """Seconds until a new job for ``model`` would start: the jobs not yet taken by a
+        worker over the rate workers started jobs in the last minutes; 1 to 60."""
+        minute = int(time.time() // 60)
+        try:
+            counts = await self._redis.mget(
+                [starts_key(model, minute - 1), starts_key(model, minute)]
+            )
+            length = int(await self._redis.xlen(jobs_stream_key(model)))
+            groups: Any = await self._redis.xinfo_groups(jobs_stream_key(model))
+        except RedisError:
+            return 5
+        started = sum(int(c) for c in counts if c is not None)
+        rate = started / (60 + time.time() % 60)
+        # taken jobs are deleted once done: what is left and not held by a worker waits
+        lag = max(0, length - sum(int(g.get("pending") or 0) for g in groups))
+        if rate <= 0:
+            return 30
+        return max(1, min(60, math.ceil((lag + 1) / rate)))
 
     async def cancel(self, job_id: str) -> None:
         """Tell whichever worker holds (or will claim) the job to drop it."""

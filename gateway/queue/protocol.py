@@ -58,6 +58,9 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     messages: tuple[ChatMessage, ...] = ()
     prompt: str = ""
     echo: bool = False
+    start_by: float = 0.0
+    """Unix time after which no worker may start the job (its gateway has answered 503);
+    0: no deadline."""
 
 
 class Started(msgspec.Struct, frozen=True, tag_field="event", tag="started"):
@@ -130,6 +133,16 @@ def inbox_key(gateway_id: str) -> str:
 def streamed_flag_key(job_id: str) -> str:
     """Set before the first token leaves a worker: a reclaimed job with it set is not re-run."""
     return f"{KEY_PREFIX}:job:{job_id}:streamed"
+
+
+def queued_key(model: str, tenant: str) -> str:
+    """ZSET: a tenant's jobs for ``model`` waiting for a worker, scored by their start_by."""
+    return f"{KEY_PREFIX}:queued:{model}:{tenant}"
+
+
+def starts_key(model: str, minute: int) -> str:
+    """How many jobs for ``model`` workers started in one minute (unix time // 60)."""
+    return f"{KEY_PREFIX}:starts:{model}:{minute}"
 
 
 def cancel_key(job_id: str) -> str:

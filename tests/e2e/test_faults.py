@@ -60,7 +60,12 @@ def test_job_held_by_a_killed_worker_that_had_not_streamed_is_completed_by_anoth
     def ask() -> None:
         try:
             result["completion"] = cluster.client(timeout=600).chat.completions.create(
-                model=FAULT_MODEL, messages=QUESTION, temperature=0, max_tokens=30
+                model=FAULT_MODEL,
+                messages=QUESTION,
+                temperature=0,
+                max_tokens=30,
+                # the rescuing worker starts after the default 30 s a request may wait
+                extra_headers={"x-enclave-queue-timeout": "600"},
             )
         except Exception as exc:  # reported by the assertion below
             result["error"] = exc

@@ -90,6 +90,7 @@ def stack_settings(
     audit_url: str | None = None,
     oidc: OidcSettings | None = None,
     audit: AuditSettings | None = None,
+    queue: QueueSettings | None = None,
 ) -> Settings:
     audit = audit or AuditSettings()
     return Settings(
@@ -97,7 +98,7 @@ def stack_settings(
         audit=audit.model_copy(update={"database_url": audit_url and SecretStr(audit_url)}),
         redis=RedisSettings(url=redis_url),  # type: ignore[arg-type]
         http=HttpSettings(max_body_bytes=64 * 1024),
-        queue=QueueSettings(lease_timeout_s=1.0, request_timeout_s=30.0, worker_ttl_s=5.0),
+        queue=queue or QueueSettings(lease_timeout_s=1.0, request_timeout_s=30.0, worker_ttl_s=5.0),
         oidc=oidc or OidcSettings(),
     )
 
@@ -145,9 +146,10 @@ async def open_stack(
     audit_url: str | None = None,
     oidc: OidcSettings | None = None,
     audit: AuditSettings | None = None,
+    queue: QueueSettings | None = None,
 ) -> AsyncIterator[Stack]:
     await asyncio.to_thread(upgrade_to_head, database_url)
-    settings = stack_settings(database_url, redis_url, audit_url, oidc, audit)
+    settings = stack_settings(database_url, redis_url, audit_url, oidc, audit, queue)
     db = create_engine(database_url)
     audit_db = create_engine(audit_url) if audit_url else db
     redis = Redis.from_url(redis_url)
