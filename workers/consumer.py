@@ -108,12 +108,25 @@ class Consumer:
                 raise
 
     async def _pull_loop(self) -> None:
+        reclaim_every_s = self._lease_ms / 3000
+        next_reclaim = time.monotonic()
         while not self._draining:
             free = self.free_slots
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            if time.monotonic() >= next_reclaim:
+                # A dead worker's jobs first: under load, new jobs would otherwise take
+                # every slot that frees, and the orphans wait until the queue runs dry.
+                next_reclaim = time.monotonic() + reclaim_every_s
+                try:
+                    await self._reclaim()
+                except RedisError:
+                    logger.warning("reclaim failed; retrying", exc_info=True)
+                if self.free_slots <= 0:
+                    continue
+                free = self.free_slots
             try:
                 response: Any = await self._redis.xreadgroup(
                     WORKER_GROUP, self.worker_id, {self._stream: ">"}, count=free, block=1000
