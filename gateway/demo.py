@@ -141,7 +141,7 @@ def run_demo(settings: Settings) -> int:
     from gateway.db.migrate import upgrade_to_head
     from workers.models import pull_model
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys, database, socket
     for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: SIGINT may arrive ignored
         signal.signal(sig, _interrupt)
     model_path = pull_model(DEMO_MODEL, settings.model_dir, progress=print)

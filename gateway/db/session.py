@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,19 @@ def is_sqlite(url: str | URL) -> bool:
 
 
 def ensure_sqlite_directory(url: str | URL) -> None:
-    """Create the directory of a file SQLite database; SQLite will not create it itself."""
+    """Create the directory (0700) of a file SQLite database, and the empty database file
+    itself readable by its owner only (0600): it holds key hashes and the audit log, and
+    SQLite would create it world-readable. Its -wal and -shm files take the same mode."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return
     database = parsed.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = Path(database).expanduser()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
