@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +34,22 @@ def checkpoint_path(directory: Path, size: int) -> Path:
 
 def write_once(path: Path, text: str, mode: int = 0o444) -> None:
     """Create ``path`` with ``text`` and ``mode`` (default read-only), synced to disk; never
-    overwrite: raises FileExistsError (O_EXCL)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+    overwrite: raises FileExistsError.
+
+    The text is written to a temporary file first and linked into place, so another
+    process (a gateway replica starting beside this one, a verifier reading checkpoints)
+    sees the file whole or not at all, never empty or half written.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(temporary, path)  # atomic, and fails if path exists: never overwrites
+    finally:
+        os.unlink(temporary)
 
 
 def _store(directory: Path, size: int, note: str) -> None:
