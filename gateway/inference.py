@@ -12,12 +12,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal
 
 import msgspec
 
 from gateway.audit.content import ContentVault
-from gateway.audit.records import AuditEntry, AuditLog
+from gateway.audit.records import AUDIT_UNWRITABLE, AuditEntry, AuditLog
 from gateway.auth.principal import Principal
 from gateway.errors import (
     AuditUnavailable,
@@ -43,7 +44,7 @@ from gateway.queue.protocol import (
     WorkerInfo,
 )
 from gateway.quotas.admission import Decision
-from gateway.quotas.service import Admitted, Quotas, ratelimit_headers
+from gateway.quotas.service import Quotas, ratelimit_headers
 
 logger = logging.getLogger("enclave.inference")
 
@@ -62,13 +63,16 @@ class InferenceRequest:
     queue_timeout_s: float | None = None
     """How long this request may wait for a worker (None: the configured default)."""
 
+    @cached_property
     def text(self) -> str:
-        """The prompt as sent to the worker (messages as canonical JSON)."""
+        """The prompt as sent to the worker (messages as canonical JSON); computed once for
+        the quota reservation, the sealed copy and the digest of both audit records."""
         return msgspec.json.encode(self.messages).decode() if self.kind == "chat" else self.prompt
 
+    @cached_property
     def digest(self) -> str:
         """SHA-256 of the prompt as sent to the worker (``text``)."""
-        return hashlib.sha256(self.text().encode()).hexdigest()
+        return hashlib.sha256(self.text.encode()).hexdigest()
 
 
 def error_from_failed(event: Failed) -> EnclaveError:
@@ -197,14 +201,14 @@ class InferenceService:
                 code="queue_full",
                 retry_after_s=await self.queue.wait_estimate_s(request.model),
             )
-        admitted = (
-            await self.quotas.admit(principal, request_id, request.text(), max_tokens)
+        limits = (
+            await self.quotas.admit(principal, request_id, request.text, max_tokens)
             if self.quotas is not None
-            else Admitted(None)
+            else None
         )
         try:
             entry = self._entry(principal, request_id, request, "accepted", 202)
-            sealed = await self._seal(principal, request_id, "prompt", request.text())
+            sealed = await self._seal(principal, request_id, "prompt", request.text)
             await self.audit.append(replace(entry, prompt_sealed=sealed))
             job = Job(
                 id=request_id,
@@ -225,7 +229,7 @@ class InferenceService:
                 await self.quotas.settle(request_id, 0)
             raise
         run = JobRun(request_id, _placeholder, events, self, principal, request, time.monotonic())
-        run.limits = admitted.decision
+        run.limits = limits
         try:
             async with asyncio.timeout(max(0.0, job.start_by - time.time())):
                 run.started = await self._first_event(run, events)
@@ -309,9 +313,7 @@ class InferenceService:
             )
         except Exception as exc:
             logger.error("sealing content failed: %s", type(exc).__name__)
-            raise AuditUnavailable(
-                "The audit log cannot be written; the request was not processed."
-            ) from exc
+            raise AuditUnavailable(AUDIT_UNWRITABLE) from exc
 
     async def refuse(
         self, principal: Principal | None, request_id: str, endpoint: str, error: EnclaveError
@@ -349,7 +351,7 @@ class InferenceService:
             user_id=principal.user_id,
             key_id=principal.key_id,
             model=request.model,
-            prompt_sha256=request.digest(),
+            prompt_sha256=request.digest,
         )
 
 

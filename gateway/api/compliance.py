@@ -29,8 +29,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from gateway.api.admin.pages import DEFAULT_LIMIT, MAX_LIMIT
 from gateway.api.admin.scope import BEARER
-from gateway.api.intake import Intake, audited, authenticate, new_request_id, record_action
+from gateway.api.intake import Intake, authorized_call, record_action
 from gateway.audit import proofs
 from gateway.audit.compliance import Compliance, record_view
 from gateway.audit.content import LegalHold
@@ -45,8 +46,6 @@ SUBJECT = "/audit/subjects/{subject:str}"
 EXPORT = "/audit/export"
 VERIFY = "/audit/verify"
 CONSISTENCY = "/audit/consistency"
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 EVENTS = frozenset({"accepted", "outcome", "refused", "admin", "audit"})
 MAX_FILTER_LENGTH = 255
 
@@ -58,10 +57,10 @@ class AuditorScope:
     @property
     def tenant_id(self) -> str | None:
         """None: every tenant (an auditor who is also platform_admin)."""
-        return None if self.principal.is_platform_admin else self.principal.tenant_id
+        return self.principal.reach
 
     def covers(self, tenant_id: str | None) -> bool:
-        return self.tenant_id is None or tenant_id == self.tenant_id
+        return self.principal.reaches(tenant_id)
 
 
 def require_auditor(principal: Principal) -> AuditorScope:
@@ -70,17 +69,14 @@ def require_auditor(principal: Principal) -> AuditorScope:
     return AuditorScope(principal)
 
 
-@contextlib.asynccontextmanager
-async def auditor_call(
+def auditor_call(
     request: Request[Any, Any, Any],
     inference: InferenceService,
     authenticator: Authenticator,
     endpoint: str,
-) -> AsyncIterator[tuple[Intake, AuditorScope]]:
+) -> contextlib.AbstractAsyncContextManager[tuple[Intake, AuditorScope]]:
     """Authenticate an auditor; every refusal raised inside the block is audited."""
-    async with audited(inference, new_request_id("audit"), endpoint) as intake:
-        principal = await authenticate(request, authenticator, intake)
-        yield intake, require_auditor(principal)
+    return authorized_call(request, inference, authenticator, endpoint, "audit", require_auditor)
 
 
 def _time(value: str | None, param: str) -> datetime | None:

@@ -28,6 +28,7 @@ from gateway.inference import InferenceRequest, InferenceService, JobRun
 from gateway.schemas.decoding import decode_body
 
 T = TypeVar("T")
+S = TypeVar("S")
 B = TypeVar("B")
 
 
@@ -63,6 +64,22 @@ async def authenticate(
     principal = await authenticator.authenticate(bearer_token(request.headers.get("authorization")))
     intake.principal = principal
     return principal
+
+
+@contextlib.asynccontextmanager
+async def authorized_call(
+    request: Request[Any, Any, Any],
+    inference: InferenceService,
+    authenticator: Authenticator,
+    endpoint: str,
+    kind: str,
+    require: Callable[[Principal], S],
+) -> AsyncIterator[tuple[Intake, S]]:
+    """Authenticate the caller and check its rights with ``require`` (a request id of
+    ``kind``); every refusal raised inside the block is audited."""
+    async with audited(inference, new_request_id(kind), endpoint) as intake:
+        principal = await authenticate(request, authenticator, intake)
+        yield intake, require(principal)
 
 
 async def record_action(

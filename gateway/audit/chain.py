@@ -51,12 +51,20 @@ def envelope(seq: int, prev: str, body: bytes) -> bytes:
 def chain_record(seq: int, prev_leaf: bytes | None, body: bytes) -> ChainedRecord:
     """Record ``seq`` holding canonical field bytes ``body``, after the record whose leaf
     hash is ``prev_leaf`` (None: the first)."""
+    return chain_body(seq, prev_leaf, body)[0]
+
+
+def chain_body(
+    seq: int, prev_leaf: bytes | None, body: bytes
+) -> tuple[ChainedRecord, dict[str, Any]]:
+    """``chain_record``, and the fields it parsed from ``body`` to check them."""
     if seq < 0 or (seq == 0) != (prev_leaf is None):
         raise ValueError("the first record (seq 0) and only it has no predecessor")
-    if not isinstance(_parse(body), dict):  # C-speed; canonical form is the writer's job
+    fields = _parse(body)  # C-speed; canonical form is the writer's job
+    if not isinstance(fields, dict):
         raise ValueError("record fields must be a JSON object")
     data = envelope(seq, GENESIS_PREV if prev_leaf is None else prev_leaf.hex(), body)
-    return ChainedRecord(seq=seq, data=data, leaf=leaf_hash(data))
+    return ChainedRecord(seq=seq, data=data, leaf=leaf_hash(data)), fields
 
 
 def chain_fields(seq: int, prev_leaf: bytes | None, fields: Mapping[str, Any]) -> ChainedRecord:

@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.purge import purge_expired
 from gateway.audit.sealing import new_wrapped_key, open_sealed, seal, unwrap_key
 from gateway.db.models import AuditHold, AuditSubjectKey, Tenant
+from gateway.db.session import upsert_insert
 from gateway.errors import Conflict
 
 logger = logging.getLogger("enclave.audit.retention")
+
+SHRED_BATCH = 500
 
 
 async def run_retention(
@@ -102,10 +103,9 @@ class ContentVault:
             "wrapped": new_wrapped_key(self.master_key, subject, period),
             "created_at": datetime.now(UTC),
         }
-        dialect = self.engine.dialect.name
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        insert = upsert_insert(self.engine.dialect.name, AuditSubjectKey)
         async with self.engine.begin() as conn:
-            await conn.execute(insert(AuditSubjectKey).values(**row).on_conflict_do_nothing())
+            await conn.execute(insert.values(**row).on_conflict_do_nothing())
             wrapped = await conn.scalar(
                 select(AuditSubjectKey.wrapped).where(
                     AuditSubjectKey.subject == subject, AuditSubjectKey.period == period
@@ -154,15 +154,17 @@ class ContentVault:
             ).all()
             held = set(await conn.scalars(select(AuditHold.subject)))
         policy = {t.id: (t.content_retention_days, t.legal_hold) for t in tenants}
-        shredded = 0
+        expired = []
         for subject, period, tenant_id in live:
             days, tenant_held = policy.get(tenant_id, (None, False))
             expires = period_end(period) + timedelta(days=days or self.default_retention_days)
             if expires <= now and not tenant_held and subject not in held:
-                shredded += await self._shred(
-                    (AuditSubjectKey.subject == subject) & (AuditSubjectKey.period == period),
-                    "retention",
+                expired.append(
+                    (AuditSubjectKey.subject == subject) & (AuditSubjectKey.period == period)
                 )
+        shredded = 0
+        for start in range(0, len(expired), SHRED_BATCH):  # one UPDATE per batch of keys
+            shredded += await self._shred(or_(*expired[start : start + SHRED_BATCH]), "retention")
         return shredded
 
     async def _shred(self, where: Any, reason: str) -> int:
@@ -175,11 +177,10 @@ class ContentVault:
         return int(result.rowcount or 0)
 
     async def hold(self, subject: str, reason: str) -> None:
-        dialect = self.engine.dialect.name
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        insert = upsert_insert(self.engine.dialect.name, AuditHold)
         row = {"subject": subject, "reason": reason[:255], "created_at": datetime.now(UTC)}
         async with self.engine.begin() as conn:
-            await conn.execute(insert(AuditHold).values(**row).on_conflict_do_nothing())
+            await conn.execute(insert.values(**row).on_conflict_do_nothing())
 
     async def release(self, subject: str) -> None:
         async with self.engine.begin() as conn:

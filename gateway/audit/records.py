@@ -53,6 +53,8 @@ class AuditEntry:
     """Tenants that keep content: the text sealed (``gateway.audit.sealing``)."""
 
 
+AUDIT_UNWRITABLE = "The audit log cannot be written; the request was not processed."
+
 PSEUDONYMOUS_TARGETS = frozenset({"user", "api_key"})
 """Admin action targets that identify a person (a user, or a key leading to one)."""
 
@@ -94,6 +96,4 @@ class AuditLog:
             await self._writer.append(fields)
         except Exception as exc:  # fail closed, whatever broke
             logger.error("audit write failed: %s", type(exc).__name__)
-            raise AuditUnavailable(
-                "The audit log cannot be written; the request was not processed."
-            ) from exc
+            raise AuditUnavailable(AUDIT_UNWRITABLE) from exc

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -25,14 +24,13 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit.chain import chain_record
+from gateway.audit.chain import chain_body
 from gateway.audit.merkle import Frontier
 from gateway.audit.proofs import stored_nodes
 from gateway.db.models import AuditIndex, AuditLogEntry, AuditNode, AuditPending, AuditTree
+from gateway.db.session import upsert_insert
 
 logger = logging.getLogger("enclave.audit.sequencer")
 
@@ -70,11 +68,11 @@ async def _sequence_batch(engine: AsyncEngine, limit: int) -> int:
         now = datetime.now(UTC)
         rows, index, completed = [], [], []
         for offset, (_, body) in enumerate(pending):
-            record = chain_record(head.size + offset, prev, body)
+            record, fields = chain_body(head.size + offset, prev, body)
             completed.append(frontier.append(record.leaf))
             prev = record.leaf
             rows.append({"seq": record.seq, "data": record.data, "leaf": record.leaf})
-            index.append(index_row(record.seq, body, now))
+            index.append(index_row(record.seq, fields, now))
         await conn.execute(insert(AuditLogEntry), [row | {"sequenced_at": now} for row in rows])
         await conn.execute(_upsert(conn.dialect.name, AuditIndex), index)
         if nodes := stored_nodes(head.size, completed):
@@ -93,7 +91,7 @@ async def _sequence_batch(engine: AsyncEngine, limit: int) -> int:
 def _upsert(dialect: str, model: type[AuditIndex] | type[AuditNode]) -> Any:
     """INSERT derived rows (index, nodes), replacing stale ones: rows left behind by a
     restored or rolled-back log must not stop the sequencer."""
-    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(model)
+    statement = upsert_insert(dialect, model)
     table = cast(Table, model.__table__)
     keys = [c.name for c in table.columns if c.primary_key]
     return statement.on_conflict_do_update(
@@ -102,13 +100,8 @@ def _upsert(dialect: str, model: type[AuditIndex] | type[AuditNode]) -> Any:
     )
 
 
-def index_row(seq: int, body: bytes, sequenced_at: datetime) -> dict[str, Any]:
-    """The search columns of a record's fields (the writer's canonical JSON object)."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:  # writers only queue canonical JSON; index nothing rather than stall
-        parsed = None
-    fields: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+def index_row(seq: int, fields: dict[str, Any], sequenced_at: datetime) -> dict[str, Any]:
+    """The search columns of a record's fields."""
 
     def text(name: str, limit: int) -> str | None:
         value = fields.get(name)

@@ -27,3 +27,12 @@ class Principal:
     @property
     def is_platform_admin(self) -> bool:
         return "platform_admin" in self.roles
+
+    @property
+    def reach(self) -> str | None:
+        """The one tenant this caller's admin or audit rights cover; None: every tenant
+        (a platform_admin)."""
+        return None if self.is_platform_admin else self.tenant_id
+
+    def reaches(self, tenant_id: str | None) -> bool:
+        return self.reach is None or tenant_id == self.reach

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import URL, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -69,3 +70,10 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions whose objects stay readable after commit (no lazy reload in async code)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def upsert_insert(dialect: str, table: Any) -> Any:
+    """``INSERT`` into ``table`` with ``on_conflict_do_nothing``/``_do_update``, in the
+    form of the dialect (PostgreSQL or SQLite, the two Enclave runs on)."""
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table)

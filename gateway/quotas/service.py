@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import math
-from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 from sqlalchemy import and_, or_, select
@@ -109,12 +108,6 @@ def refusal(decision: Decision) -> RateLimited:
     return RateLimited(f"{limit} for this key, user or tenant.", code=reason, headers=headers)
 
 
-@dataclass(frozen=True)
-class Admitted:
-    decision: Decision | None
-    """None: no limit applies (or Redis was down and the operator chose to fail open)."""
-
-
 class Quotas:
     def __init__(
         self,
@@ -135,19 +128,21 @@ class Quotas:
 
     async def admit(
         self, principal: Principal, request_id: str, prompt: str, max_tokens: int | None
-    ) -> Admitted:
-        """Admit or raise RateLimited/QuotaExhausted (429) or QuotaUnavailable (503)."""
+    ) -> Decision | None:
+        """Admit or raise RateLimited/QuotaExhausted (429) or QuotaUnavailable (503). The
+        decision, for the headers; None when no limit applies (or Redis is away and the
+        operator chose to fail open)."""
         async with self._sessions() as session:
             scopes = await scopes_for(session, principal)
         if not scopes:
-            return Admitted(None)
+            return None
         tokens = self.reservation_size(prompt, max_tokens)
         try:
             decision, reservation = await self._admission.admit(request_id, scopes, tokens)
         except RedisError as exc:
             if self._settings.fail_open:
                 logger.warning("quota store unreachable (%s): admitting", type(exc).__name__)
-                return Admitted(None)
+                return None
             raise QuotaUnavailable(
                 "Limits cannot be checked right now; the request was not processed.",
                 retry_after_s=5,
@@ -155,7 +150,7 @@ class Quotas:
         if reservation is None:
             raise refusal(decision)
         self._running[request_id] = reservation
-        return Admitted(decision)
+        return decision
 
     async def settle(self, request_id: str, used_tokens: int) -> None:
         """Correct the reservation to the true usage, free the slot; never raises."""

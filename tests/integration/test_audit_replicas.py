@@ -187,7 +187,7 @@ def prompt_of(index: int) -> str:
 def digest_of(prompt: str) -> str:
     """The ``prompt_sha256`` the gateway records for a one-message chat."""
     messages = (ChatMessage("user", prompt),)
-    return InferenceRequest(ENDPOINT, MODEL, "chat", SamplingOptions(), messages).digest()
+    return InferenceRequest(ENDPOINT, MODEL, "chat", SamplingOptions(), messages).digest
 
 
 async def ask(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -19,7 +18,7 @@ from sqlalchemy import ColumnElement, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from gateway.api.intake import Intake, audited, authenticate, new_request_id
+from gateway.api.intake import Intake, authorized_call
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.principal import Principal
 from gateway.db.models import ApiKey, Tenant, User
@@ -39,10 +38,10 @@ class AdminScope:
 
     @property
     def tenant_id(self) -> str | None:
-        return None if self.principal.is_platform_admin else self.principal.tenant_id
+        return self.principal.reach
 
     def covers(self, tenant_id: str) -> bool:
-        return self.tenant_id is None or tenant_id == self.tenant_id
+        return self.principal.reaches(tenant_id)
 
     def restrict(self, tenant_column: InstrumentedAttribute[str]) -> ColumnElement[bool]:
         """A WHERE clause keeping the rows of reachable tenants."""
@@ -72,17 +71,14 @@ def require_admin(principal: Principal) -> AdminScope:
     return AdminScope(principal)
 
 
-@contextlib.asynccontextmanager
-async def admin_call(
+def admin_call(
     request: Request[Any, Any, Any],
     inference: InferenceService,
     authenticator: Authenticator,
     endpoint: str,
-) -> AsyncIterator[tuple[Intake, AdminScope]]:
+) -> contextlib.AbstractAsyncContextManager[tuple[Intake, AdminScope]]:
     """Authenticate an admin; every refusal raised inside the block is audited."""
-    async with audited(inference, new_request_id("admin"), endpoint) as intake:
-        principal = await authenticate(request, authenticator, intake)
-        yield intake, require_admin(principal)
+    return authorized_call(request, inference, authenticator, endpoint, "admin", require_admin)
 
 
 def not_found(kind: str, raw_id: str, param: str | None = None) -> NotFound:
