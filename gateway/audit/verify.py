@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.audit.chain import check_next
 from gateway.audit.checkpoints import Checkpoint, CheckpointError, Verifier, open_checkpoint
@@ -132,30 +132,29 @@ class _Walk:
 
 
 async def _records(
-    engine: AsyncEngine,
+    conn: AsyncConnection,
 ) -> AsyncIterator[tuple[int, bytes | None, bytes, datetime]]:
     """Every log row in seq order, a page at a time (keyset pagination)."""
     after = -1
-    async with engine.connect() as conn:
-        while True:
-            rows = (
-                await conn.execute(
-                    select(
-                        AuditLogEntry.seq,
-                        AuditLogEntry.data,
-                        AuditLogEntry.leaf,
-                        AuditLogEntry.sequenced_at,
-                    )
-                    .where(AuditLogEntry.seq > after)
-                    .order_by(AuditLogEntry.seq)
-                    .limit(PAGE)
+    while True:
+        rows = (
+            await conn.execute(
+                select(
+                    AuditLogEntry.seq,
+                    AuditLogEntry.data,
+                    AuditLogEntry.leaf,
+                    AuditLogEntry.sequenced_at,
                 )
-            ).all()
-            for seq, data, leaf, sequenced_at in rows:
-                yield seq, None if data is None else bytes(data), bytes(leaf), sequenced_at
-            if len(rows) < PAGE:
-                return
-            after = rows[-1].seq
+                .where(AuditLogEntry.seq > after)
+                .order_by(AuditLogEntry.seq)
+                .limit(PAGE)
+            )
+        ).all()
+        for seq, data, leaf, sequenced_at in rows:
+            yield seq, None if data is None else bytes(data), bytes(leaf), sequenced_at
+        if len(rows) < PAGE:
+            return
+        after = rows[-1].seq
 
 
 MIN_RETENTION = timedelta(days=183)
@@ -170,17 +169,34 @@ async def verify_log(
     *,
     now: datetime | None = None,
 ) -> Report:
-    """Check everything; the report names the first fault found, if any."""
+    """Check everything; the report names the first fault found, if any.
+
+    Everything is read in one transaction, on PostgreSQL at REPEATABLE READ: the tree head
+    and the records are one snapshot, whatever the sequencer appends meanwhile.
+    """
     async with engine.connect() as conn:
-        stored = list(await conn.scalars(select(AuditCheckpoint.note)))
-        head = (await conn.execute(select(AuditTree).where(AuditTree.id == 1))).one()
+        if engine.dialect.name == "postgresql":
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            return await _verify(conn, verifier, origin, extra_notes, now)
+
+
+async def _verify(
+    conn: AsyncConnection,
+    verifier: Verifier,
+    origin: str,
+    extra_notes: Sequence[str],
+    now: datetime | None,
+) -> Report:
+    stored = list(await conn.scalars(select(AuditCheckpoint.note)))
+    head = (await conn.execute(select(AuditTree).where(AuditTree.id == 1))).one()
     checkpoints, fault = open_all([*stored, *extra_notes], verifier, origin)
     if fault is not None:
         return Report(0, len(checkpoints), fault)
     walk = _Walk(checkpoints, (now or datetime.now(UTC)) - MIN_RETENTION)
     fault = walk.match_checkpoints()  # a checkpoint of the empty tree
     if fault is None:
-        async for seq, data, leaf, sequenced_at in _records(engine):
+        async for seq, data, leaf, sequenced_at in _records(conn):
             fault = walk.feed(seq, data, leaf, sequenced_at)
             if fault is not None:
                 break
