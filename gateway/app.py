@@ -166,6 +166,7 @@ def create_app(settings: Settings) -> Litestar:
             quotas,
             start_timeout_s=settings.queue.start_timeout_s,
             max_queued_per_tenant=settings.queue.max_queued_per_tenant,
+            scheduling=settings.queue.scheduling,
         )
         app.state.compliance = Compliance(
             log=app.state.audit,

@@ -34,15 +34,18 @@ from gateway.errors import (
 )
 from gateway.queue.client import RedisJobQueue
 from gateway.queue.protocol import (
+    FIFO_QUEUE,
     ChatMessage,
     Delta,
     Failed,
     Finished,
     Job,
+    Priority,
     SamplingOptions,
     Started,
     WorkerInfo,
 )
+from gateway.queue.schedule import estimated_tokens
 from gateway.quotas.admission import Decision
 from gateway.quotas.service import Quotas, ratelimit_headers
 
@@ -62,6 +65,8 @@ class InferenceRequest:
     echo: bool = False
     queue_timeout_s: float | None = None
     """How long this request may wait for a worker (None: the configured default)."""
+    service_tier: str | None = None
+    """OpenAI's ``service_tier``: ``flex`` asks for the batch class (see ``priority_of``)."""
 
     @cached_property
     def text(self) -> str:
@@ -73,6 +78,17 @@ class InferenceRequest:
     def digest(self) -> str:
         """SHA-256 of the prompt as sent to the worker (``text``)."""
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def priority_of(principal: Principal, service_tier: str | None) -> Priority:
+    """The class a request waits in: its tenant's, or batch if it asks for ``flex``. A
+    request cannot rise above its tenant's class."""
+    return "batch" if service_tier == "flex" else principal.priority
+
+
+def service_tier_of(priority: Priority) -> str:
+    """What the response's ``service_tier`` reports for the class the request waited in."""
+    return "flex" if priority == "batch" else "default"
 
 
 def error_from_failed(event: Failed) -> EnclaveError:
@@ -105,6 +121,7 @@ class JobRun:
     is_settled: bool = False
     limits: Decision | None = None
     """The admission decision: what the x-ratelimit-* headers report."""
+    priority: Priority = "interactive"
 
     @property
     def ratelimit_headers(self) -> dict[str, str]:
@@ -163,6 +180,7 @@ class InferenceService:
         *,
         start_timeout_s: float = 30.0,
         max_queued_per_tenant: int = 100,
+        scheduling: Literal["fair", "fifo"] = "fair",
     ) -> None:
         self.queue = queue
         self.audit = audit
@@ -170,6 +188,7 @@ class InferenceService:
         self.quotas = quotas
         self.start_timeout_s = start_timeout_s
         self.max_queued_per_tenant = max_queued_per_tenant
+        self.scheduling = scheduling
 
     async def find_worker(self, model: str, principal: Principal) -> WorkerInfo:
         """A live worker for ``model``; a model the tenant may not use does not exist for it."""
@@ -222,6 +241,7 @@ class InferenceService:
                 prompt=request.prompt,
                 echo=request.echo,
                 start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
+                **self._schedule(principal, request),
             )
             events = await self.queue.submit(job)
         except BaseException:  # not accepted after all: give the reservation back
@@ -230,6 +250,7 @@ class InferenceService:
             raise
         run = JobRun(request_id, _placeholder, events, self, principal, request, time.monotonic())
         run.limits = limits
+        run.priority = job.priority
         try:
             async with asyncio.timeout(max(0.0, job.start_by - time.time())):
                 run.started = await self._first_event(run, events)
@@ -252,6 +273,17 @@ class InferenceService:
         finally:
             await self.queue.unqueue(job)
         return run
+
+    def _schedule(self, principal: Principal, request: InferenceRequest) -> dict[str, Any]:
+        """Where the job waits: its tenant's queue in its class, or one queue in FIFO order."""
+        if self.scheduling == "fifo":
+            return {"queue": FIFO_QUEUE, "cost": estimated_tokens(request.text)}
+        return {
+            "priority": priority_of(principal, request.service_tier),
+            "queue": principal.tenant_id,
+            "weight": principal.weight,
+            "cost": estimated_tokens(request.text),
+        }
 
     @staticmethod
     async def _first_event(

@@ -105,12 +105,18 @@ class QueueSettings(_Section):
     ``x-enclave-queue-timeout`` sets it per request, up to request_timeout_s)."""
     max_queued_per_tenant: int = Field(default=100, ge=1)
     """Requests of one tenant that may wait for a model at once; more get a 503."""
+    scheduling: Literal["fair", "fifo"] = "fair"
+    """``fair``: each tenant waits in its own queue and workers serve the tenant with the
+    least weighted service first, interactive before batch; ``fifo``: one queue, in order."""
 
 
 class WorkerSettings(_Section):
     model_path: Path | None = None
     served_model_name: str | None = None
     max_num_seqs: int = Field(default=64, ge=1)
+    interactive_reserve: int = Field(default=1, ge=0)
+    """Slots batch jobs may not take, so interactive work starts at once during a batch
+    flood (at most max_num_seqs - 1)."""
     max_model_len: int | None = Field(default=None, ge=16)
     dtype: str = "auto"
     """``auto``: the model's dtype on GPUs; float32 on CPUs without bf16 instructions."""

@@ -50,6 +50,7 @@ async def run_worker(settings: Settings) -> None:
         worker_id=worker_id,
         lease_timeout_s=settings.queue.lease_timeout_s,
         worker_ttl_s=settings.queue.worker_ttl_s,
+        interactive_reserve=settings.worker.interactive_reserve,
         failpoint=settings.worker.failpoint,
     )
     stop = asyncio.Event()

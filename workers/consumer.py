@@ -1,6 +1,10 @@
-"""The queue consumer: claim jobs by capacity, stream events, ack, renew leases, drain.
+"""The queue consumer: take jobs by capacity, stream events, ack, renew leases, drain.
 
-Delivery is at-least-once: a job stays in the stream's pending list until acked. Leases are
+Jobs are taken with ``pick.lua`` (gateway/queue/schedule.py): interactive before batch, the
+least-served tenant first; batch jobs may not take the last ``interactive_reserve`` slots.
+Every enqueue publishes on the model's work channel, which wakes idle workers.
+
+Delivery is at-least-once: a job stays in its stream's pending list until acked. Leases are
 the pending entries' idle time; this worker resets it for its running jobs every third of
 the lease, and claims other workers' jobs idle for longer than a lease. A reclaimed job is
 re-run only if no token reached its client (the streamed flag is set before the first token
@@ -14,6 +18,7 @@ import contextlib
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,12 +37,14 @@ from gateway.queue.protocol import (
     cancel_key,
     decode_job,
     encode_worker_info,
-    jobs_stream_key,
+    queues_key,
     starts_key,
     streamed_flag_key,
+    work_channel,
     worker_info_key,
     workers_index_key,
 )
+from gateway.queue.schedule import Scheduler
 from workers.engine import ChatPrompt, EngineRequestError, InferenceEngine, Prompt, TextPrompt
 from workers.publisher import EventPublisher
 
@@ -46,6 +53,19 @@ logger = logging.getLogger("enclave.worker")
 FLAG_TTL_S = 3600
 STARTS_TTL_S = 180  # the current minute and the two before it
 HOLD_BEFORE_GENERATE = "hold_before_generate"
+IDLE_POLL_S = 1.0  # picks again this often without a wake-up (a lost message, a reconnect)
+
+
+@dataclass
+class Running:
+    stream: str
+    entry_id: bytes
+    job: Job | None
+    task: asyncio.Task[None]
+
+    @property
+    def is_batch(self) -> bool:
+        return self.job is not None and self.job.priority == "batch"
 
 
 class Consumer:
@@ -57,6 +77,7 @@ class Consumer:
         worker_id: str,
         lease_timeout_s: float,
         worker_ttl_s: float,
+        interactive_reserve: int = 1,
         failpoint: str | None = None,
     ) -> None:
         self._redis = redis
@@ -65,10 +86,15 @@ class Consumer:
         self._lease_ms = int(lease_timeout_s * 1000)
         self._worker_ttl_s = worker_ttl_s
         self._failpoint = failpoint
-        self._stream = jobs_stream_key(engine.info.model)
+        self._model = engine.info.model
+        self._batch_capacity = engine.info.capacity - min(
+            interactive_reserve, engine.info.capacity - 1
+        )
+        self._scheduler = Scheduler(redis)
         self._publisher = EventPublisher(redis)
-        self._running: dict[str, tuple[bytes, asyncio.Task[None]]] = {}
+        self._running: dict[str, Running] = {}
         self._slot_freed = asyncio.Event()
+        self._work_arrived = asyncio.Event()
         self._draining = False
         self.ready = asyncio.Event()  # set once registered and pulling
         self._stopped = asyncio.Event()  # an event, not task.cancel(): redis-py may swallow it
@@ -77,35 +103,32 @@ class Consumer:
     def free_slots(self) -> int:
         return self._engine.info.capacity - len(self._running)
 
+    @property
+    def free_batch_slots(self) -> int:
+        batch = sum(1 for running in self._running.values() if running.is_batch)
+        return min(self.free_slots, self._batch_capacity - batch)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then drain: stop pulling, finish running jobs."""
-        await self._ensure_group()
         self._publisher.start()
         await self._heartbeat()
         leases = asyncio.create_task(self._lease_loop(), name="leases")
-        cancels = asyncio.create_task(self._cancel_listener(), name="cancels")
+        cancels = asyncio.create_task(self._listener(), name="cancels")
         puller = asyncio.create_task(self._pull_loop(), name="puller")
         self.ready.set()
         await stop.wait()
         self._draining = True
         logger.info("draining: %d running", len(self._running))
         self._slot_freed.set()
-        await puller  # returns within one blocking read; never cancelled mid-command
+        await puller  # wakes on slot_freed and returns; never cancelled mid-command
         with contextlib.suppress(RedisError):
             await self._heartbeat()  # announce draining: gateways stop routing here
         while self._running:
-            await asyncio.gather(*(t for _, t in list(self._running.values())))
+            await asyncio.gather(*(r.task for r in list(self._running.values())))
         self._stopped.set()
         await asyncio.gather(leases, cancels, return_exceptions=True)
         await self._publisher.close()
         await self._deregister()
-
-    async def _ensure_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(self._stream, WORKER_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
     async def _pull_loop(self) -> None:
         reclaim_every_s = self._lease_ms / 3000
@@ -127,29 +150,44 @@ class Consumer:
                 if self.free_slots <= 0:
                     continue
                 free = self.free_slots
+            # Cleared before the pick: a job queued while it runs wakes the next wait.
+            self._work_arrived.clear()
+            self._slot_freed.clear()
             try:
-                response: Any = await self._redis.xreadgroup(
-                    WORKER_GROUP, self.worker_id, {self._stream: ">"}, count=free, block=1000
+                taken = await self._scheduler.pick(
+                    self._model, self.worker_id, free, max(0, self.free_batch_slots)
                 )
             except RedisError:
-                logger.warning("job read failed; retrying", exc_info=True)
+                logger.warning("job pick failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
-            for _stream, entries in response or []:
-                for entry_id, fields in entries:
-                    self._spawn(entry_id, fields, is_reclaimed=False)
+            for job in taken:
+                self._spawn(job.stream, job.entry_id, job.payload, is_reclaimed=False)
+            if not taken:
+                await self._wait_for_work()
 
-    def _spawn(self, entry_id: bytes, fields: dict[bytes, bytes], *, is_reclaimed: bool) -> None:
+    async def _wait_for_work(self) -> None:
+        """Until a job is queued, a slot frees (batch work may fit), or the poll interval."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._work_arrived, self._slot_freed)]
         try:
-            job = decode_job(fields[MESSAGE_FIELD])
+            await asyncio.wait(waits, timeout=IDLE_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    def _spawn(
+        self, stream: str, entry_id: bytes, payload: bytes | None, *, is_reclaimed: bool
+    ) -> None:
+        try:
+            job = decode_job(payload or b"")
         except Exception:
             logger.error("dropping undecodable job %s", entry_id)
-            self._publisher.ack(self._stream, entry_id)
+            self._publisher.ack(stream, entry_id)
             return
-        task = asyncio.create_task(self._serve(entry_id, job, is_reclaimed), name=job.id)
-        self._running[job.id] = (entry_id, task)
+        task = asyncio.create_task(self._serve(stream, entry_id, job, is_reclaimed), name=job.id)
+        self._running[job.id] = Running(stream, entry_id, job, task)
 
-    async def _serve(self, entry_id: bytes, job: Job, is_reclaimed: bool) -> None:
+    async def _serve(self, stream: str, entry_id: bytes, job: Job, is_reclaimed: bool) -> None:
         try:
             if await self._should_skip(job, is_reclaimed):
                 return
@@ -165,7 +203,7 @@ class Consumer:
                 Failed(job.id, 500, "api_error", "worker_error", "The worker failed."),
             )
         finally:
-            self._publisher.ack(self._stream, entry_id)
+            self._publisher.ack(stream, entry_id)
             self._running.pop(job.id, None)
             self._slot_freed.set()
             with contextlib.suppress(RedisError):
@@ -192,6 +230,7 @@ class Consumer:
     async def _generate(self, job: Job) -> None:
         prompt: Prompt = ChatPrompt(job.messages) if job.kind == "chat" else TextPrompt(job.prompt)
         has_streamed = False
+        charged = 0  # output tokens charged to the job's queue so far
         try:
             async for out in self._engine.generate(job.id, prompt, job.sampling):
                 if not has_streamed:
@@ -204,7 +243,10 @@ class Consumer:
                     )
                     minute = int(time.time() // 60)  # the drain rate gateways estimate waits by
                     self._publisher.count(starts_key(job.model, minute), STARTS_TTL_S)
+                    self._publisher.charge(job, out.prompt_tokens - job.cost)  # estimate -> true
                     has_streamed = True
+                self._publisher.charge(job, out.completion_tokens - charged)
+                charged = out.completion_tokens
                 if out.text:
                     self._publisher.send(
                         job.reply_to, Delta(job.id, out.text, out.completion_tokens)
@@ -235,33 +277,49 @@ class Consumer:
                 logger.warning("lease renewal failed; retrying")
 
     async def _renew_leases(self) -> None:
-        entry_ids: list[Any] = [entry_id for entry_id, _ in self._running.values()]
-        if entry_ids:
-            await self._redis.xclaim(
-                self._stream, WORKER_GROUP, self.worker_id, 0, entry_ids, justid=True
-            )
+        by_stream: dict[str, list[Any]] = {}
+        for running in list(self._running.values()):
+            by_stream.setdefault(running.stream, []).append(running.entry_id)
+        if not by_stream:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, entry_ids in by_stream.items():
+                pipe.xclaim(stream, WORKER_GROUP, self.worker_id, 0, entry_ids, justid=True)
+            await pipe.execute()
 
     async def _reclaim(self) -> None:
-        free = self.free_slots
-        if free <= 0 or self._draining:
-            return
-        claimed: Any = await self._redis.xautoclaim(
-            self._stream, WORKER_GROUP, self.worker_id, self._lease_ms, "0-0", count=free
-        )
-        for entry_id, fields in claimed[1]:
-            if fields is not None:
-                logger.warning("reclaimed job entry %s from a silent worker", entry_id)
-                self._spawn(entry_id, fields, is_reclaimed=True)
+        streams: Any = await self._redis.smembers(queues_key(self._model))
+        for stream in sorted(s.decode() for s in streams):
+            free = self.free_slots
+            if free <= 0 or self._draining:
+                return
+            try:
+                claimed: Any = await self._redis.xautoclaim(
+                    stream, WORKER_GROUP, self.worker_id, self._lease_ms, "0-0", count=free
+                )
+            except ResponseError:  # the stream or its group is gone: nothing to reclaim
+                continue
+            for entry_id, fields in claimed[1]:
+                if fields is not None:
+                    logger.warning("reclaimed job entry %s from a silent worker", entry_id)
+                    self._spawn(stream, entry_id, fields.get(MESSAGE_FIELD), is_reclaimed=True)
 
-    async def _cancel_listener(self) -> None:
-        """Abort jobs whose clients went away; runs until the worker has drained."""
+    async def _listener(self) -> None:
+        """Abort jobs whose clients went away; wake the pull loop when jobs are queued. Runs
+        until the worker has drained."""
+        work = work_channel(self._model).encode()
         while not self._stopped.is_set():
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(CANCEL_CHANNEL)
+                await pubsub.subscribe(CANCEL_CHANNEL, work)
+                self._work_arrived.set()  # what was queued while unsubscribed is waiting
                 while not self._stopped.is_set():
                     message = await pubsub.get_message(timeout=0.5)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    if message["channel"] == work:
+                        self._work_arrived.set()
+                    else:
                         await self._abort(message["data"].decode())
             except RedisError:
                 logger.warning("cancel channel lost; resubscribing")
@@ -272,7 +330,7 @@ class Consumer:
     async def _abort(self, job_id: str) -> None:
         running = self._running.get(job_id)
         if running is not None:
-            running[1].cancel()
+            running.task.cancel()
             await self._engine.abort(job_id)
 
     async def _sweep_cancelled(self) -> None:

@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from gateway.queue.protocol import MESSAGE_FIELD, WORKER_GROUP, Event, encode
+from gateway.queue.protocol import MESSAGE_FIELD, WORKER_GROUP, Event, Job, encode
+from gateway.queue.schedule import charge
 
 logger = logging.getLogger("enclave.worker")
 
@@ -48,6 +49,11 @@ class EventPublisher:
         """Add one to a counter that expires (e.g. jobs started this minute)."""
         self._put(lambda p: p.incr(key))
         self._put(lambda p: p.expire(key, ttl_s))
+
+    def charge(self, job: Job, tokens: int) -> None:
+        """Count ``tokens`` served (negative: refunded) to the job's fair-scheduling queue."""
+        if tokens:
+            self._put(lambda p: charge(p, job, tokens))
 
     def ack(self, stream: str, entry_id: bytes) -> None:
         self._put(lambda p: p.xack(stream, WORKER_GROUP, entry_id))

@@ -15,7 +15,7 @@ from gateway.api.intake import abandon_unless_settled, admit, collect
 from gateway.api.sampling import refuse_unsupported, sampling_options
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError, InvalidRequest
-from gateway.inference import InferenceRequest, InferenceService, JobRun
+from gateway.inference import InferenceRequest, InferenceService, JobRun, service_tier_of
 from gateway.queue.protocol import ChatMessage
 from gateway.schemas.chat_completions import (
     AssistantMessage,
@@ -71,6 +71,7 @@ def to_inference_request(body: ChatCompletionRequest) -> InferenceRequest:
         kind="chat",
         sampling=sampling_options(body, max_tokens=max_tokens),
         messages=messages,
+        service_tier=body.service_tier,
     )
 
 
@@ -83,10 +84,13 @@ def _usage(run: JobRun) -> Usage:
 async def _stream(run: JobRun, body: ChatCompletionRequest) -> AsyncIterator[bytes]:
     created = int(time.time())
     include_usage = body.stream_options is not None and body.stream_options.include_usage
+    tier = service_tier_of(run.priority)
 
     def chunk(delta: ChunkDelta, finish_reason: str | None = None) -> bytes:
         choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
-        return sse.frame(ChatCompletionChunk(run.request_id, created, body.model, [choice]))
+        return sse.frame(
+            ChatCompletionChunk(run.request_id, created, body.model, [choice], service_tier=tier)
+        )
 
     try:
         yield chunk(ChunkDelta(role="assistant", content=""))
@@ -95,7 +99,9 @@ async def _stream(run: JobRun, body: ChatCompletionRequest) -> AsyncIterator[byt
         yield chunk(ChunkDelta(), run.finish_reason or "stop")
         if include_usage:
             yield sse.frame(
-                ChatCompletionChunk(run.request_id, created, body.model, [], usage=_usage(run))
+                ChatCompletionChunk(
+                    run.request_id, created, body.model, [], usage=_usage(run), service_tier=tier
+                )
             )
         yield sse.DONE
     except EnclaveError as exc:
@@ -135,7 +141,12 @@ class ChatCompletionsController(Controller):
         await collect(request, run)
         choice = Choice(0, AssistantMessage(run.text), run.finish_reason or "stop")
         completion = ChatCompletion(
-            run.request_id, int(time.time()), body.model, [choice], _usage(run)
+            run.request_id,
+            int(time.time()),
+            body.model,
+            [choice],
+            _usage(run),
+            service_tier=service_tier_of(run.priority),
         )
         return Response(
             completion, headers={"x-request-id": run.request_id} | run.ratelimit_headers

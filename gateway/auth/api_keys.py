@@ -193,4 +193,6 @@ def principal_of(user: User, tenant: Tenant, *, key_id: str | None = None) -> Pr
         allowed_models=None if tenant.allowed_models is None else frozenset(tenant.allowed_models),
         issuer=user.issuer,
         keep_content=tenant.keep_content,
+        priority="batch" if tenant.priority == "batch" else "interactive",
+        weight=tenant.weight,
     )

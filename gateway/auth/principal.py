@@ -20,6 +20,10 @@ class Principal:
     issuer: str | None = None
     keep_content: bool = False
     """The tenant keeps prompts and answers, sealed, in its audit records."""
+    priority: Literal["interactive", "batch"] = "interactive"
+    """The tenant's scheduling class: interactive jobs start before batch jobs."""
+    weight: float = 1.0
+    """The tenant's share of a model's workers against the other tenants of its class."""
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

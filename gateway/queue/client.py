@@ -31,19 +31,17 @@ from gateway.queue.protocol import (
     cancel_key,
     decode_event,
     decode_worker_info,
-    encode,
     inbox_key,
-    jobs_stream_key,
     queued_key,
     starts_key,
     worker_info_key,
     workers_index_key,
 )
+from gateway.queue.schedule import Scheduler, waiting
 
 logger = logging.getLogger("enclave.queue")
 
 INBOX_TTL_S = 3600
-QUEUED_GRACE_S = 60
 CANCEL_TTL_S = 3600
 _READ_BLOCK_MS = 1000
 
@@ -65,6 +63,7 @@ class RedisJobQueue:
         self._waiting: dict[str, asyncio.Queue[Event]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
         self._workers_cache: tuple[float, list[WorkerInfo]] = (0.0, [])
+        self._scheduler = Scheduler(redis)
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="enclave-inbox")
@@ -76,17 +75,12 @@ class RedisJobQueue:
                 await self._dispatcher
 
     async def submit(self, job: Job) -> AsyncIterator[Event]:
-        """Enqueue a job; return its events, ending after Finished or Failed."""
+        """Queue a job for its model's workers; return its events, ending after Finished or
+        Failed."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._waiting[job.id] = queue
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(jobs_stream_key(job.model), {MESSAGE_FIELD: encode(job)})
-                if job.start_by:
-                    waiting = queued_key(job.model, job.tenant)
-                    pipe.zadd(waiting, {job.id: job.start_by})
-                    pipe.expireat(waiting, int(job.start_by) + QUEUED_GRACE_S)
-                await pipe.execute()
+            await self._scheduler.enqueue(job)
         except RedisError as exc:
             self._waiting.pop(job.id, None)
             raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
@@ -128,14 +122,11 @@ class RedisJobQueue:
             counts = await self._redis.mget(
                 [starts_key(model, minute - 1), starts_key(model, minute)]
             )
-            length = int(await self._redis.xlen(jobs_stream_key(model)))
-            groups: Any = await self._redis.xinfo_groups(jobs_stream_key(model))
+            lag = await waiting(self._redis, model)
         except RedisError:
             return 5
         started = sum(int(c) for c in counts if c is not None)
         rate = started / (60 + time.time() % 60)
-        # taken jobs are deleted once done: what is left and not held by a worker waits
-        lag = max(0, length - sum(int(g.get("pending") or 0) for g in groups))
         if rate <= 0:
             return 30
         return max(1, min(60, math.ceil((lag + 1) / rate)))

@@ -5,7 +5,8 @@ module without pulling in the gateway's web and database stack.
 
 Wire format: msgpack (msgspec) in the field ``m`` of a Redis stream entry. Never pickle.
 
-    gateway ──XADD──▶ jobs stream (per model) ──XREADGROUP──▶ worker
+    gateway ──enqueue.lua──▶ jobs stream (per model, priority class and tenant)
+        ──pick.lua (least weighted service first)──▶ worker
     worker ──XADD──▶ inbox stream (per gateway replica) ──XREAD──▶ gateway ──▶ client
     gateway ──PUBLISH cancel channel + SET cancel key──▶ worker aborts the engine request
 """
@@ -20,6 +21,13 @@ KEY_PREFIX = "enclave"
 WORKER_GROUP = "workers"
 CANCEL_CHANNEL = f"{KEY_PREFIX}:cancel"
 MESSAGE_FIELD = b"m"
+
+
+Priority = Literal["interactive", "batch"]
+PRIORITIES: tuple[Priority, ...] = ("interactive", "batch")
+"""Strict order: a worker takes batch work only when no interactive job waits."""
+FIFO_QUEUE = "*"
+"""The one queue of every tenant when the gateway schedules first come, first served."""
 
 
 class ChatMessage(msgspec.Struct, frozen=True):
@@ -61,6 +69,17 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     start_by: float = 0.0
     """Unix time after which no worker may start the job (its gateway has answered 503);
     0: no deadline."""
+    priority: Priority = "interactive"
+    queue: str = ""
+    """The scheduling queue within (model, priority): the tenant, or ``*`` in FIFO order."""
+    weight: float = 1.0
+    """The queue's share: its service counter grows by tokens / weight."""
+    cost: int = 0
+    """Prompt tokens as estimated by the gateway, charged when the job is picked."""
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue or self.tenant
 
 
 class Started(msgspec.Struct, frozen=True, tag_field="event", tag="started"):
@@ -122,8 +141,38 @@ def decode_event(data: bytes) -> Event:
 # Every Redis key is built here, under one prefix.
 
 
-def jobs_stream_key(model: str) -> str:
-    return f"{KEY_PREFIX}:jobs:{model}"
+def jobs_prefix(model: str) -> str:
+    return f"{KEY_PREFIX}:jobs:{model}:"
+
+
+def jobs_stream_key(model: str, priority: Priority, queue: str) -> str:
+    """Stream of one queue's jobs (a tenant's, or FIFO_QUEUE) in one priority class."""
+    return f"{jobs_prefix(model)}{priority}:{queue}"
+
+
+def queues_key(model: str) -> str:
+    """SET of every jobs stream of ``model``: where workers look for jobs to reclaim."""
+    return f"{KEY_PREFIX}:queues:{model}"
+
+
+def backlog_key(model: str, priority: Priority) -> str:
+    """HASH queue -> jobs not yet delivered to a worker; a queue is backlogged iff present."""
+    return f"{KEY_PREFIX}:backlog:{model}:{priority}"
+
+
+def service_key(model: str) -> str:
+    """HASH queue -> weighted tokens served (the virtual token counter)."""
+    return f"{KEY_PREFIX}:vtc:{model}"
+
+
+def service_floor_key(model: str) -> str:
+    """HASH priority -> the counter of the queue that last left that class's backlog."""
+    return f"{KEY_PREFIX}:vtc-floor:{model}"
+
+
+def work_channel(model: str) -> str:
+    """Pub/sub channel on which each enqueue wakes the workers of ``model``."""
+    return f"{KEY_PREFIX}:work:{model}"
 
 
 def inbox_key(gateway_id: str) -> str:
@@ -145,9 +194,13 @@ def starts_key(model: str, minute: int) -> str:
     return f"{KEY_PREFIX}:starts:{model}:{minute}"
 
 
+CANCEL_KEY_PREFIX = f"{KEY_PREFIX}:job:"
+CANCEL_KEY_SUFFIX = ":cancel"
+
+
 def cancel_key(job_id: str) -> str:
     """Set when the client went away, so a worker that claims the job later skips it."""
-    return f"{KEY_PREFIX}:job:{job_id}:cancel"
+    return f"{CANCEL_KEY_PREFIX}{job_id}{CANCEL_KEY_SUFFIX}"
 
 
 def workers_index_key() -> str:

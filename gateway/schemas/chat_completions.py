@@ -57,7 +57,8 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     response_format: Any = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
-    service_tier: str | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    """``flex``: wait in the batch class; the others: the tenant's own class."""
     # vLLM's extra sampling parameters, accepted as its OpenAI server does.
     top_k: int | None = None
     min_p: Probability | None = None
@@ -92,6 +93,7 @@ class ChatCompletion(msgspec.Struct, frozen=True):
     usage: Usage
     object: str = "chat.completion"
     system_fingerprint: str | None = None
+    service_tier: str | None = None
 
 
 class ChunkDelta(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -114,3 +116,4 @@ class ChatCompletionChunk(msgspec.Struct, frozen=True):
     object: str = "chat.completion.chunk"
     system_fingerprint: str | None = None
     usage: Usage | None = None
+    service_tier: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 
@@ -72,6 +73,8 @@ class TenantInfo(msgspec.Struct, frozen=True):
     keep_content: bool = False
     content_retention_days: int | None = None
     legal_hold: bool = False
+    priority: str = "interactive"
+    weight: float = 1.0
     object: str = "tenant"
 
 
@@ -94,6 +97,10 @@ class TenantUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     content_retention_days: int | None = None
     """Shred sealed content this many days after its month ends (0: the default)."""
     legal_hold: bool | None = None
+    priority: Literal["interactive", "batch"] | None = None
+    """Scheduling class: a model's workers start interactive jobs before batch jobs."""
+    weight: float | None = None
+    """Share of a model's workers against the other tenants of its class (default 1)."""
 
 
 class ModelAccess(msgspec.Struct, frozen=True):

@@ -14,7 +14,7 @@ import openai
 import pytest
 import redis
 
-from gateway.queue.protocol import WORKER_GROUP, jobs_stream_key
+from gateway.queue.protocol import WORKER_GROUP, queues_key
 from tests.e2e.conftest import Cluster
 from tests.processes import EnclaveProcess, wait_for, worker_id_of
 
@@ -28,12 +28,21 @@ def pending_owner(cluster: Cluster) -> str | None:
     """The consumer (worker id) holding the one pending job of the fault model, if any."""
     client = redis.Redis.from_url(cluster.redis_url)
     try:
-        entries = client.xpending_range(jobs_stream_key(FAULT_MODEL), WORKER_GROUP, "-", "+", 10)
-    except redis.ResponseError:  # no group yet
+        for stream in client.smembers(queues_key(FAULT_MODEL)):
+            entries = client.xpending_range(stream, WORKER_GROUP, "-", "+", 10)
+            if entries:
+                return str(entries[0]["consumer"].decode())
         return None
     finally:
         client.close()
-    return entries[0]["consumer"].decode() if entries else None
+
+
+def last_queued(client: redis.Redis, model: str) -> dict[bytes, bytes]:
+    """The id of the last job queued in each of ``model``'s streams."""
+    return {
+        stream: client.xinfo_stream(stream)["last-generated-id"]
+        for stream in client.smembers(queues_key(model))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +139,11 @@ def test_unreachable_audit_store_gives_503_and_the_model_is_never_called(
     gateway, base_url = cluster.processes.gateway(env={"ENCLAVE_AUDIT__DATABASE_URL": dead_audit})
     client = redis.Redis.from_url(cluster.redis_url)
     try:
-        stream = jobs_stream_key("smollm2-135m")
-        before = client.xinfo_stream(stream)["last-generated-id"]
+        before = last_queued(client, "smollm2-135m")
         api = openai.OpenAI(base_url=f"{base_url}/v1", api_key=cluster.api_key, max_retries=0)
         with pytest.raises(openai.APIStatusError) as caught:
             api.chat.completions.create(model="smollm2-135m", messages=QUESTION)
-        after = client.xinfo_stream(stream)["last-generated-id"]
+        after = last_queued(client, "smollm2-135m")
     finally:
         client.close()
         gateway.stop()

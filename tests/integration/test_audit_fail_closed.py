@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
-from gateway.queue.protocol import jobs_stream_key
+from gateway.queue.schedule import waiting
 from tests.fakes.engine import FakeEngine
 from tests.integration.stack import open_stack
 from tests.processes import free_port
@@ -32,6 +32,6 @@ async def test_unreachable_audit_store_refuses_with_503_and_never_calls_the_mode
     assert response.json()["error"]["code"] == "audit_unavailable"
     assert response.headers["retry-after"]
     assert engine.requests == []
-    assert await redis_client.xlen(jobs_stream_key("fake-model")) == 0
+    assert await waiting(redis_client, "fake-model") == 0
     assert ready.status_code == 503
     assert ready.json()["audit"] == "unreachable"

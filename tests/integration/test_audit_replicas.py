@@ -42,7 +42,7 @@ from gateway.queue.protocol import (
     ChatMessage,
     SamplingOptions,
     decode_job,
-    jobs_stream_key,
+    queues_key,
     streamed_flag_key,
     worker_info_key,
 )
@@ -134,19 +134,19 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float, what
 
 async def held_jobs(redis: Redis, worker_id: str) -> dict[str, bool]:
     """The jobs ``worker_id`` has claimed and not acked, each with whether it has streamed."""
-    stream = jobs_stream_key(MODEL)
-    try:
-        pending: Any = await redis.xpending_range(
-            stream, WORKER_GROUP, "-", "+", 100, consumername=worker_id
-        )
-    except ResponseError:  # no group yet
-        return {}
     held = {}
-    for entry in pending:
-        entry_id = entry["message_id"]
-        for _, fields in await redis.xrange(stream, entry_id, entry_id):  # gone once acked
-            job = decode_job(fields[MESSAGE_FIELD])
-            held[job.id] = bool(await redis.exists(streamed_flag_key(job.id)))
+    for stream in await redis.smembers(queues_key(MODEL)):
+        try:
+            pending: Any = await redis.xpending_range(
+                stream, WORKER_GROUP, "-", "+", 100, consumername=worker_id
+            )
+        except ResponseError:  # no group yet
+            continue
+        for entry in pending:
+            entry_id = entry["message_id"]
+            for _, fields in await redis.xrange(stream, entry_id, entry_id):  # gone once acked
+                job = decode_job(fields[MESSAGE_FIELD])
+                held[job.id] = bool(await redis.exists(streamed_flag_key(job.id)))
     return held
 
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from gateway.queue.protocol import MESSAGE_FIELD, Job, SamplingOptions, jobs_stream_key
-from gateway.queue.protocol import encode as encode_message
+from gateway.queue.protocol import Job, SamplingOptions, queues_key
+from gateway.queue.schedule import Scheduler, waiting
 from gateway.settings import QueueSettings
 from tests.fakes.engine import FakeEngine
 from tests.integration.stack import Stack, open_stack, run_consumer
@@ -139,9 +139,12 @@ async def test_a_worker_never_starts_a_job_past_its_deadline(redis_client: Redis
         prompt="hi",
         start_by=time.time() - 1,
     )
-    await redis_client.xadd(jobs_stream_key("late-model"), {MESSAGE_FIELD: encode_message(late)})
+    await Scheduler(redis_client).enqueue(late)
+    assert await waiting(redis_client, "late-model") == 1
     engine = FakeEngine(model="late-model")
     async with run_consumer(redis_client, engine):
-        while await redis_client.xlen(jobs_stream_key("late-model")) > 0:
+        while await waiting(redis_client, "late-model") > 0:
             await asyncio.sleep(0.01)
     assert engine.requests == []
+    [stream] = await redis_client.smembers(queues_key("late-model"))
+    assert await redis_client.xlen(stream) == 0  # dropped, not left behind

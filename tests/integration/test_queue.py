@@ -1,7 +1,7 @@
 """The queue between gateway and worker on real Redis: delivery, leases, cancel, drain.
 
 A crashed worker is what it leaves in Redis: a pending entry owned by a consumer that
-never acks. These tests create exactly that with XREADGROUP under a dead consumer's name;
+never acks. These tests create exactly that by picking a job under a dead consumer's name;
 tests/e2e kills real worker processes with SIGKILL.
 """
 
@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 
 from gateway.queue.client import RedisJobQueue
 from gateway.queue.protocol import (
-    WORKER_GROUP,
     ChatMessage,
     Delta,
     Event,
@@ -25,21 +24,14 @@ from gateway.queue.protocol import (
     Job,
     SamplingOptions,
     Started,
-    jobs_stream_key,
+    queues_key,
     streamed_flag_key,
 )
+from gateway.queue.schedule import Scheduler, waiting
 from tests.fakes.engine import FakeEngine
 from tests.integration.stack import run_consumer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def queue(redis_client: Redis) -> AsyncIterator[RedisJobQueue]:
-    job_queue = RedisJobQueue(redis_client, request_timeout_s=20, worker_ttl_s=5)
-    await job_queue.start()
-    yield job_queue
-    await job_queue.stop()
 
 
 def make_job(queue: RedisJobQueue, job_id: str, **sampling: object) -> Job:
@@ -77,7 +69,8 @@ async def test_job_round_trip(redis_client: Redis, queue: RedisJobQueue) -> None
         "The capital of France is Paris."
     )
     assert isinstance(events[-1], Finished)
-    assert await redis_client.xlen(jobs_stream_key("fake-model")) == 0  # acked and deleted
+    streams = await redis_client.smembers(queues_key("fake-model"))
+    assert [await redis_client.xlen(s) for s in streams] == [0]  # acked and deleted
 
 
 async def test_cancel_aborts_the_engine_request_promptly(
@@ -120,11 +113,10 @@ async def test_capacity_bounds_what_a_worker_takes(
 async def test_job_of_a_dead_worker_that_had_not_streamed_is_rerun(
     redis_client: Redis, queue: RedisJobQueue
 ) -> None:
-    stream = jobs_stream_key("fake-model")
-    await redis_client.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
     events = await queue.submit(make_job(queue, "orphan"))
-    # The dead worker claimed it and died before any token.
-    await redis_client.xreadgroup(WORKER_GROUP, "dead-worker", {stream: ">"}, count=1)
+    # The dead worker took it and died before any token.
+    assert len(await Scheduler(redis_client).pick("fake-model", "dead-worker", 1, 1)) == 1
+    assert await waiting(redis_client, "fake-model") == 0
     engine = FakeEngine()
     async with run_consumer(redis_client, engine):
         received = await collect(events)
@@ -135,10 +127,9 @@ async def test_job_of_a_dead_worker_that_had_not_streamed_is_rerun(
 async def test_job_of_a_dead_worker_that_had_streamed_fails_cleanly(
     redis_client: Redis, queue: RedisJobQueue
 ) -> None:
-    stream = jobs_stream_key("fake-model")
-    await redis_client.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
     events = await queue.submit(make_job(queue, "half"))
-    await redis_client.xreadgroup(WORKER_GROUP, "dead-worker", {stream: ">"}, count=1)
+    [taken] = await Scheduler(redis_client).pick("fake-model", "dead-worker", 1, 1)
+    stream = taken.stream
     await redis_client.set(streamed_flag_key("half"), b"1")  # what the dead worker left
     engine = FakeEngine()
     async with run_consumer(redis_client, engine):

@@ -69,7 +69,12 @@ def test_decoding_rejects_a_pickle_or_garbage() -> None:
 
 def test_every_key_lives_under_one_prefix() -> None:
     keys = [
-        protocol.jobs_stream_key("m"),
+        protocol.jobs_stream_key("m", "batch", "t"),
+        protocol.queues_key("m"),
+        protocol.backlog_key("m", "interactive"),
+        protocol.service_key("m"),
+        protocol.service_floor_key("m"),
+        protocol.work_channel("m"),
         protocol.inbox_key("g"),
         protocol.streamed_flag_key("j"),
         protocol.cancel_key("j"),

@@ -3,7 +3,8 @@
 POST  /admin/v1/tenants               create (platform_admin)
 GET   /admin/v1/tenants               list: every tenant, or a tenant_admin's own
 GET   /admin/v1/tenants/{id}          one
-PATCH /admin/v1/tenants/{id}          enable or disable (platform_admin)
+PATCH /admin/v1/tenants/{id}          enable or disable; scheduling class and weight; content
+                                      and hold settings (platform_admin)
 GET   /admin/v1/tenants/{id}/models   the models the tenant may use
 PUT   /admin/v1/tenants/{id}/models   set them; null for every model (platform_admin)
 
@@ -45,6 +46,7 @@ TENANT = "/admin/v1/tenants/{id}"
 TENANT_MODELS = "/admin/v1/tenants/{id}/models"
 MAX_TENANT_NAME_LENGTH = 128
 MAX_MODEL_NAME_LENGTH = 255
+MAX_WEIGHT = 1000.0
 
 
 def tenant_info(tenant: Tenant) -> TenantInfo:
@@ -57,6 +59,8 @@ def tenant_info(tenant: Tenant) -> TenantInfo:
         keep_content=tenant.keep_content,
         content_retention_days=tenant.content_retention_days,
         legal_hold=tenant.legal_hold,
+        priority=tenant.priority,
+        weight=tenant.weight,
     )
 
 
@@ -84,14 +88,21 @@ def model_names(models: list[str] | None) -> list[str] | None:
     return sorted(set(models))
 
 
-def privacy_changes(tenant: Tenant, body: TenantUpdate) -> dict[str, Any]:
-    """Apply the body's content and hold settings to ``tenant``; the changes made."""
+def settings_changes(tenant: Tenant, body: TenantUpdate) -> dict[str, Any]:
+    """Apply the body's scheduling, content and hold settings to ``tenant``; the changes
+    made."""
     if body.content_retention_days is not None and not 0 <= body.content_retention_days <= 36500:
         raise InvalidRequest(
             "content_retention_days must be between 0 (the default) and 36500.",
             param="content_retention_days",
         )
+    if body.weight is not None and not (0 < body.weight <= MAX_WEIGHT):  # refuses nan too
+        raise InvalidRequest(f"weight must be above 0 and at most {MAX_WEIGHT:g}.", param="weight")
     wanted: dict[str, Any] = {}
+    if body.priority is not None:
+        wanted["priority"] = body.priority
+    if body.weight is not None:
+        wanted["weight"] = body.weight
     if body.keep_content is not None:
         wanted["keep_content"] = body.keep_content
     if body.content_retention_days is not None:
@@ -192,7 +203,8 @@ class AdminTenantsController(Controller):
         authenticator: NamedDependency[Authenticator],
         sessions: NamedDependency[async_sessionmaker[AsyncSession]],
     ) -> TenantInfo:
-        """Disable or enable a tenant (platform_admin); its keys and tokens stop at once."""
+        """Disable or enable a tenant (its keys and tokens stop at once), set its scheduling
+        class and weight, its content and hold settings (platform_admin)."""
         async with (
             admin_call(request, inference, authenticator, TENANT) as (intake, scope),
             sessions() as session,
@@ -212,12 +224,12 @@ class AdminTenantsController(Controller):
                     change={"action": "update_tenant", "is_disabled": change},
                 )
                 await session.commit()
-            if privacy := privacy_changes(tenant, body):
+            if changes := settings_changes(tenant, body):
                 await record_action(
                     inference,
                     intake,
                     target=f"tenant:{tenant.id}",
-                    change={"action": "update_tenant", **privacy},
+                    change={"action": "update_tenant", **changes},
                 )
                 await session.commit()
         return tenant_info(tenant)

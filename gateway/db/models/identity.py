@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.db.models.base import Base, UtcDateTime
@@ -31,6 +41,12 @@ class Tenant(Base):
     """Sealed content is shredded this long after its month ends; None: the default."""
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     """Blocks shredding of this tenant's content."""
+    priority: Mapped[str] = mapped_column(
+        String(16), default="interactive", server_default=text("'interactive'")
+    )
+    """Scheduling class: ``interactive`` jobs start before ``batch`` jobs."""
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default=text("1"))
+    """Share of a model's workers against other tenants of its class (fair scheduling)."""
 
 
 class User(Base):

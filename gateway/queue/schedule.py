@@ -1,0 +1,131 @@
+"""Fair scheduling between tenants: the two Lua scripts that queue and pick jobs.
+
+Jobs wait in one Redis stream per (model, priority class, queue); the queue is the tenant,
+or ``FIFO_QUEUE`` for every tenant when the gateway schedules first come, first served. A
+worker with free slots runs ``pick.lua``, which takes interactive jobs before batch jobs
+and, within a class, the next job of the backlogged queue whose virtual token counter is
+least: Virtual Token Counter scheduling (Sheng et al., "Fairness in Serving Large Language
+Models", OSDI 2024). A counter grows by the queue's tokens divided by its weight: the
+estimated prompt when a job is picked (atomically with the choice), then the correction to
+the true prompt and each output token as the worker produces them (``charge``).
+
+Imports neither litestar, sqlalchemy nor vllm: workers use it too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from gateway.queue.protocol import (
+    CANCEL_KEY_PREFIX,
+    CANCEL_KEY_SUFFIX,
+    PRIORITIES,
+    WORKER_GROUP,
+    Job,
+    backlog_key,
+    encode,
+    jobs_prefix,
+    jobs_stream_key,
+    queued_key,
+    queues_key,
+    service_floor_key,
+    service_key,
+    work_channel,
+)
+
+QUEUED_GRACE_S = 60
+BYTES_PER_TOKEN = 4
+"""Prompt tokens are estimated from its UTF-8 bytes until the worker counts them."""
+
+
+def _script(name: str) -> str:
+    return files("gateway.queue").joinpath(name).read_text(encoding="utf-8")
+
+
+def estimated_tokens(text: str) -> int:
+    return -(-len(text.encode()) // BYTES_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A job a worker took: ack it on ``stream`` by ``entry_id`` when done."""
+
+    stream: str
+    entry_id: bytes
+    payload: bytes
+
+
+class Scheduler:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._enqueue: Any = redis.register_script(_script("enqueue.lua"))
+        self._pick: Any = redis.register_script(_script("pick.lua"))
+
+    async def enqueue(self, job: Job) -> bytes:
+        """Queue ``job``; its tenant's waiting jobs are tracked until ``job.start_by``."""
+        keys = [
+            jobs_stream_key(job.model, job.priority, job.queue_name),
+            queues_key(job.model),
+            backlog_key(job.model, job.priority),
+            service_key(job.model),
+            service_floor_key(job.model),
+            queued_key(job.model, job.tenant),
+        ]
+        expire_at = int(job.start_by) + QUEUED_GRACE_S if job.start_by else 0
+        args = [
+            job.queue_name,
+            encode(job),
+            job.id,
+            repr(job.start_by),
+            job.cost,
+            repr(job.weight),
+            job.priority,
+            work_channel(job.model),
+            expire_at,
+            WORKER_GROUP,
+        ]
+        entry_id: bytes = await self._enqueue(keys=keys, args=args)
+        return entry_id
+
+    async def pick(self, model: str, consumer: str, free: int, free_batch: int) -> list[Taken]:
+        """Take up to ``free`` jobs for ``model``, of which at most ``free_batch`` batch."""
+        keys = [
+            service_key(model),
+            service_floor_key(model),
+            backlog_key(model, "interactive"),
+            backlog_key(model, "batch"),
+        ]
+        args = [
+            jobs_prefix(model),
+            WORKER_GROUP,
+            consumer,
+            repr(time.time()),
+            free,
+            free_batch,
+            CANCEL_KEY_PREFIX,
+            CANCEL_KEY_SUFFIX,
+        ]
+        taken: list[Any] = await self._pick(keys=keys, args=args)
+        return [Taken(stream.decode(), entry_id, payload) for stream, entry_id, payload in taken]
+
+
+def charge(pipe: Pipeline, job: Job, tokens: int) -> None:
+    """Add ``tokens`` (negative: a refund) served to the job's queue's counter."""
+    if tokens:
+        weight = job.weight if job.weight > 0 else 1.0
+        pipe.hincrbyfloat(service_key(job.model), job.queue_name, tokens / weight)
+
+
+async def waiting(redis: Redis, model: str) -> int:
+    """Jobs for ``model`` not yet taken by any worker, in every class and queue."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for priority in PRIORITIES:
+            pipe.hvals(backlog_key(model, priority))
+        counts: list[list[bytes]] = await pipe.execute()
+    return sum(max(0, int(count)) for values in counts for count in values)
