@@ -40,6 +40,7 @@ test: lint model
 
 bench: model
 	$(BIN)/python -m tests.bench.bench_streaming
+	$(BIN)/python -m tests.bench.bench_fairness
 	$(BIN)/python -m tests.bench.bench_audit   # needs PostgreSQL: ENCLAVE_BENCH_POSTGRES
 
 clean:

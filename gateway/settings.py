@@ -115,8 +115,8 @@ class WorkerSettings(_Section):
     served_model_name: str | None = None
     max_num_seqs: int = Field(default=64, ge=1)
     interactive_reserve: int = Field(default=1, ge=0)
-    """Slots batch jobs may not take, so interactive work starts at once during a batch
-    flood (at most max_num_seqs - 1)."""
+    """A batch job starts only if this many slots stay free after it, so interactive work
+    starts at once during a batch flood (at most max_num_seqs - 1)."""
     max_model_len: int | None = Field(default=None, ge=16)
     dtype: str = "auto"
     """``auto``: the model's dtype on GPUs; float32 on CPUs without bf16 instructions."""

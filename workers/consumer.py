@@ -1,7 +1,8 @@
 """The queue consumer: take jobs by capacity, stream events, ack, renew leases, drain.
 
 Jobs are taken with ``pick.lua`` (gateway/queue/schedule.py): interactive before batch, the
-least-served tenant first; batch jobs may not take the last ``interactive_reserve`` slots.
+least-served tenant first; a batch job starts only if ``interactive_reserve`` slots stay free
+after it, so the next interactive job never waits for one.
 Every enqueue publishes on the model's work channel, which wakes idle workers.
 
 Delivery is at-least-once: a job stays in its stream's pending list until acked. Leases are
@@ -60,12 +61,7 @@ IDLE_POLL_S = 1.0  # picks again this often without a wake-up (a lost message, a
 class Running:
     stream: str
     entry_id: bytes
-    job: Job | None
     task: asyncio.Task[None]
-
-    @property
-    def is_batch(self) -> bool:
-        return self.job is not None and self.job.priority == "batch"
 
 
 class Consumer:
@@ -87,9 +83,7 @@ class Consumer:
         self._worker_ttl_s = worker_ttl_s
         self._failpoint = failpoint
         self._model = engine.info.model
-        self._batch_capacity = engine.info.capacity - min(
-            interactive_reserve, engine.info.capacity - 1
-        )
+        self._reserve = min(interactive_reserve, engine.info.capacity - 1)
         self._scheduler = Scheduler(redis)
         self._publisher = EventPublisher(redis)
         self._running: dict[str, Running] = {}
@@ -105,8 +99,8 @@ class Consumer:
 
     @property
     def free_batch_slots(self) -> int:
-        batch = sum(1 for running in self._running.values() if running.is_batch)
-        return min(self.free_slots, self._batch_capacity - batch)
+        """Batch work leaves the reserve free, beyond the slots interactive work holds."""
+        return max(0, self.free_slots - self._reserve)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then drain: stop pulling, finish running jobs."""
@@ -155,7 +149,7 @@ class Consumer:
             self._slot_freed.clear()
             try:
                 taken = await self._scheduler.pick(
-                    self._model, self.worker_id, free, max(0, self.free_batch_slots)
+                    self._model, self.worker_id, free, self.free_batch_slots
                 )
             except RedisError:
                 logger.warning("job pick failed; retrying", exc_info=True)
@@ -185,7 +179,7 @@ class Consumer:
             self._publisher.ack(stream, entry_id)
             return
         task = asyncio.create_task(self._serve(stream, entry_id, job, is_reclaimed), name=job.id)
-        self._running[job.id] = Running(stream, entry_id, job, task)
+        self._running[job.id] = Running(stream, entry_id, task)
 
     async def _serve(self, stream: str, entry_id: bytes, job: Job, is_reclaimed: bool) -> None:
         try:

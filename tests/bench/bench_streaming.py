@@ -16,8 +16,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,7 +28,8 @@ from typing import Any
 import psutil
 
 from gateway.queue.protocol import ChatMessage, SamplingOptions
-from tests.processes import DEMO_MODEL, Processes, worker_env
+from tests.bench.local import cli, local_enclave
+from tests.processes import DEMO_MODEL
 
 CONCURRENCY = 32
 MAX_TOKENS = 64
@@ -137,47 +136,24 @@ def direct_request(engine: Any) -> Request:
     return send
 
 
-def cli(env: dict[str, str], *args: str) -> str:
-    command = [sys.executable, "-m", "gateway.cli", *args]
-    run = subprocess.run(command, env={**os.environ, **env}, check=True, capture_output=True)
-    return run.stdout.decode().strip()
-
-
 @contextmanager
 def enclave(state_dir: Path, model_path: Path, dtype: str) -> Iterator[tuple[str, str, Pids]]:
-    """Redis (embedded unless ENCLAVE_REDIS__URL), migrated SQLite, a key, worker, gateway:
-    yields the gateway's URL, the key and the pids of the processes."""
-    from gateway.demo import start_embedded_redis
-
-    redis_url, redis_process = os.environ.get("ENCLAVE_REDIS__URL"), None
-    if not redis_url:
-        redis_process, redis_url = start_embedded_redis(state_dir)
-    db_url = f"sqlite+aiosqlite:///{state_dir / 'enclave.db'}"
-    env = worker_env(
-        redis_url,
-        ENCLAVE_STATE_DIR=str(state_dir),
-        ENCLAVE_DATABASE__URL=db_url,
-        ENCLAVE_AUDIT__DATABASE_URL=db_url,
+    """Redis, migrated SQLite, a key, worker, gateway: yields the gateway's URL, the key and
+    the pids of the processes."""
+    with local_enclave(
+        state_dir,
         ENCLAVE_WORKER__MAX_NUM_SEQS=str(CONCURRENCY),
         ENCLAVE_WORKER__MAX_MODEL_LEN=str(MAX_MODEL_LEN),
         ENCLAVE_WORKER__DTYPE=dtype,
         ENCLAVE_WORKER__CPU_KVCACHE_SPACE_GIB=os.environ["VLLM_CPU_KVCACHE_SPACE"],
-    )
-    processes = Processes(env, state_dir)
-    try:
-        cli(env, "migrate")
-        key = cli(env, "keys", "create", "--tenant", "bench", "--user", "bench")
-        worker = processes.worker(model_path, DEMO_MODEL, redis_url)
-        gateway, base_url = processes.gateway()
+    ) as local:
+        key = cli(local.env, "keys", "create", "--tenant", "bench", "--user", "bench")
+        worker = local.processes.worker(model_path, DEMO_MODEL, local.redis_url)
+        gateway, base_url = local.processes.gateway()
         pids = {"gateway": gateway.pid, "worker": worker.pid}
-        if redis_process is not None:
-            pids["redis"] = redis_process.pid
+        if local.redis_pid is not None:
+            pids["redis"] = local.redis_pid
         yield base_url, key, pids
-    finally:
-        processes.stop_all()
-        if redis_process is not None:
-            redis_process.terminate()
-            redis_process.wait()
 
 
 def process_groups(pids: Pids) -> dict[str, list[psutil.Process]]:

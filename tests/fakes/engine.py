@@ -55,6 +55,7 @@ class FakeEngine:
         self._abort_requested: set[str] = set()
         self.requests: list[tuple[str, Prompt, SamplingOptions]] = []
         self.aborted: list[str] = []  # ids aborted by abort(), close or cancellation
+        self.peak_unfinished = 0  # the most requests it ever held at once
         self.is_healthy = True
         self.is_shut_down = False
 
@@ -70,6 +71,7 @@ class FakeEngine:
         tokens, finish_reason = self._completion(prompt, sampling, budget)
         self.requests.append((request_id, prompt, sampling))
         self._running.add(request_id)
+        self.peak_unfinished = max(self.peak_unfinished, len(self._running))
         is_done = False
         try:
             for start in range(0, len(tokens), self._tokens_per_step):

@@ -93,21 +93,11 @@ async def test_capacity_bounds_what_a_worker_takes(
     redis_client: Redis, queue: RedisJobQueue
 ) -> None:
     engine = FakeEngine(capacity=2, step_delay_s=0.01)
-    peak = 0
-
-    async def watch() -> None:
-        nonlocal peak
-        while True:
-            peak = max(peak, engine.num_unfinished())
-            await asyncio.sleep(0.002)
-
-    watcher = asyncio.create_task(watch())
     async with run_consumer(redis_client, engine):
         streams = [await queue.submit(make_job(queue, f"j{i}", max_tokens=20)) for i in range(6)]
         results = await asyncio.gather(*(collect(s) for s in streams))
-    watcher.cancel()
     assert all(isinstance(r[-1], Finished) for r in results)
-    assert peak == 2
+    assert engine.peak_unfinished == 2
 
 
 async def test_job_of_a_dead_worker_that_had_not_streamed_is_rerun(

@@ -50,6 +50,7 @@ def job(
     start_by: float = 0.0,
     reply_to: str = "enclave:inbox:nobody",
     max_tokens: int | None = None,
+    ignore_eos: bool = False,
 ) -> Job:
     return Job(
         id=job_id,
@@ -57,7 +58,7 @@ def job(
         kind="chat",
         reply_to=reply_to,
         tenant=queue,
-        sampling=SamplingOptions(max_tokens=max_tokens),
+        sampling=SamplingOptions(max_tokens=max_tokens, ignore_eos=ignore_eos),
         enqueued_at=time.time(),
         messages=(ChatMessage("user", "What is the capital of France?"),),
         start_by=start_by,
@@ -243,6 +244,30 @@ async def test_batch_jobs_leave_the_reserved_slot_to_interactive_work(
         assert [r[0] for r in engine.requests] == ["a0", "b"]  # b did not wait for a0
         await asyncio.gather(collect(chat), *(collect(s) for s in batch))
     assert len(engine.requests) == 5
+
+
+async def test_batch_jobs_leave_the_reserve_free_beyond_running_interactive_work(
+    redis_client: Redis, queue: RedisJobQueue
+) -> None:
+    engine = FakeEngine(capacity=3, step_delay_s=0.02)
+    async with run_consumer(redis_client, engine, interactive_reserve=1):
+        long_chat = job("b", "tenant-b", reply_to=queue.inbox, max_tokens=80, ignore_eos=True)
+        chat = await queue.submit(long_chat)
+        assert isinstance(await anext(chat), Started)
+        batch = [
+            await queue.submit(
+                job(f"a{i}", "tenant-a", priority="batch", reply_to=queue.inbox, max_tokens=3)
+            )
+            for i in range(4)
+        ]
+        for events in batch:
+            assert isinstance((await collect(events))[-1], Finished)
+        assert engine.num_unfinished() == 1  # b still runs
+        # b and one batch job at a time: a second would have taken the slot left free.
+        assert engine.peak_unfinished == 2
+        other = await queue.submit(job("c", "tenant-c", reply_to=queue.inbox))
+        assert isinstance(await anext(other), Started)
+        await asyncio.gather(collect(chat), collect(other))
 
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
