@@ -9,7 +9,9 @@ Phases, on one Redis, database and worker:
 
 1. ``alone``: B only (FIFO gateway);
 2. ``fifo``:  A's flood + B, gateway ``ENCLAVE_QUEUE__SCHEDULING=fifo``;
-3. ``fair``:  A's flood + B, a new gateway with ``ENCLAVE_QUEUE__SCHEDULING=fair``.
+3. ``fair``:  A's flood + B, a new gateway with ``ENCLAVE_QUEUE__SCHEDULING=fair``;
+4. ``fair0``: the same after restarting the worker with ``INTERACTIVE_RESERVE=0``: batch
+   work may take every slot, so B waits for one to free (the other end of the trade).
 
 A flood phase waits until A's queue is full (all but the running requests waiting, and a
 batch completed) before B starts. Throughput is measured over B's arrival window (B_REQUESTS
@@ -47,7 +49,7 @@ import redis.asyncio
 
 from gateway.queue.protocol import decode_worker_info, worker_info_key
 from tests.bench.local import cli, local_enclave
-from tests.processes import DEMO_MODEL, Processes, worker_id_of
+from tests.processes import DEMO_MODEL, EnclaveProcess, Processes, worker_id_of
 
 CAPACITY = 8  # the worker's max_num_seqs
 A_CLIENTS = 10 * CAPACITY  # closed loop: A's outstanding requests, under the 100 queue limit
@@ -297,6 +299,20 @@ class Setup:
     worker_id: str
     pids: list[int]  # the worker's and Redis's; each phase adds its gateway's
     warnings: list[str]
+    model_path: Path
+    worker: EnclaveProcess
+
+    async def restart_worker(self, reserve: int) -> None:
+        """The same worker with another interactive reserve (the engine loads anew)."""
+        await asyncio.to_thread(self.worker.stop)
+        env = {"ENCLAVE_WORKER__INTERACTIVE_RESERVE": str(reserve)}
+        self.worker = await asyncio.to_thread(
+            self.processes.worker, self.model_path, DEMO_MODEL, self.redis_url, env
+        )
+        worker_id = worker_id_of(self.redis_url, self.worker.pid)
+        assert worker_id is not None
+        self.pids = [self.worker.pid, *self.pids[1:]]
+        self.worker_id = worker_id
 
 
 async def run_phase(
@@ -414,7 +430,7 @@ def enclave(state_dir: Path, model_path: Path) -> Iterator[Setup]:
         worker_id = worker_id_of(local.redis_url, worker.pid)
         assert worker_id is not None
         pids = [worker.pid] + ([local.redis_pid] if local.redis_pid is not None else [])
-        yield Setup(local.processes, local.redis_url, keys, worker_id, pids, [])
+        yield Setup(local.processes, local.redis_url, keys, worker_id, pids, [], model_path, worker)
 
 
 async def with_gateway(setup: Setup, scheduling: str) -> tuple[Any, Clients]:
@@ -444,17 +460,20 @@ async def bench(setup: Setup) -> list[Phase]:
     finally:
         await clients.close()
         await asyncio.to_thread(gateway.stop)
-    (gateway, _), clients = await with_gateway(setup, "fair")
-    try:
-        await warm_up(clients)
-        phase = await run_phase(
-            "fair", "fair", clients, setup, [*setup.pids, gateway.pid], is_flood=True
-        )
-        phases.append(phase)
-        print_phase(phase)
-    finally:
-        await clients.close()
-        await asyncio.to_thread(gateway.stop)
+    for name in ("fair", "fair0"):
+        if name == "fair0":  # the same, without a slot left free for interactive work
+            await setup.restart_worker(reserve=0)
+        (gateway, _), clients = await with_gateway(setup, "fair")
+        try:
+            await warm_up(clients)
+            phase = await run_phase(
+                name, "fair", clients, setup, [*setup.pids, gateway.pid], is_flood=True
+            )
+            phases.append(phase)
+            print_phase(phase)
+        finally:
+            await clients.close()
+            await asyncio.to_thread(gateway.stop)
     return phases
 
 
@@ -503,13 +522,15 @@ def report(phases: list[Phase], warnings: list[str], config: dict[str, Any]) -> 
     throughput_ratio = by_name["fair"].tokens_per_s / by_name["fifo"].tokens_per_s
     ttft_verdict = verdict(ttft_ratio, TARGET_TTFT_RATIO, at_most=True)
     throughput_verdict = verdict(throughput_ratio, TARGET_THROUGHPUT_RATIO, at_most=False)
-    print(
-        f"B p95 TTFT fair / alone: {ttft_ratio:.2f} (target <= {TARGET_TTFT_RATIO}) {ttft_verdict}"
-    )
-    print(
-        f"output tok/s fair / fifo: {throughput_ratio:.2f} (target >= "
-        f"{TARGET_THROUGHPUT_RATIO}) {throughput_verdict}"
-    )
+    for name in ("fair", "fair0"):
+        ttft = by_name[name].b_ttft_p95_s / by_name["alone"].b_ttft_p95_s
+        throughput = by_name[name].tokens_per_s / by_name["fifo"].tokens_per_s
+        print(
+            f"{name}: B p95 TTFT / alone {ttft:.2f} (target <= {TARGET_TTFT_RATIO}) "
+            f"{verdict(ttft, TARGET_TTFT_RATIO, at_most=True)}; output tok/s / fifo "
+            f"{throughput:.2f} (target >= {TARGET_THROUGHPUT_RATIO}) "
+            f"{verdict(throughput, TARGET_THROUGHPUT_RATIO, at_most=False)}"
+        )
     for warning in warnings:
         print(f"WARNING: {warning}")
     result = {

@@ -5,13 +5,16 @@ Redis away fails closed (or open when configured), and the openai SDK's retries 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import openai
 import pytest
 from redis.asyncio import Redis
 
 from gateway.auth.principal import Principal
+from gateway.demo import start_embedded_redis, stop_process
 from gateway.errors import QuotaUnavailable
 from gateway.quotas.admission import Admission
 from gateway.quotas.service import Quotas, duration
@@ -214,3 +217,38 @@ async def tenant_of(stack: Stack, key: str) -> str:
 )
 def test_reset_durations_read_like_openais(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+async def test_a_redis_outage_is_a_503_and_service_resumes_without_a_restart(
+    make_postgres_url: Callable[[], str], tmp_path: Path
+) -> None:
+    redis_process, redis_url = start_embedded_redis(tmp_path)  # its own: this test stops it
+    try:
+        async with open_stack(make_postgres_url(), redis_url, FakeEngine()) as stack:
+            root = await stack.key(tenant="ops", user="root", roles=frozenset({"platform_admin"}))
+            key = await stack.key()
+            await set_limits(stack, root, "key", await key_id(stack, key), requests_per_minute=50)
+            before = await stack.client.post("/v1/chat/completions", json=CHAT, headers=auth(key))
+            assert before.status_code == 200
+
+            stop_process(redis_process)
+            down = await stack.client.post("/v1/chat/completions", json=CHAT, headers=auth(key))
+            assert down.status_code == 503  # fail closed: no per-replica fallback
+            assert down.json()["error"]["code"] in {"queue_unavailable", "quota_unavailable"}
+            assert int(down.headers["retry-after"]) >= 1
+
+            redis_process, _ = start_embedded_redis(tmp_path)  # empty, at the same address
+            back_at = time.monotonic()
+            while True:
+                again = await stack.client.post(
+                    "/v1/chat/completions", json=CHAT, headers=auth(key)
+                )
+                if again.status_code == 200:
+                    break
+                assert again.status_code in {404, 503}  # until the worker has re-registered
+                assert time.monotonic() - back_at < 10, again.text
+                await asyncio.sleep(0.1)
+            print(f"served again {time.monotonic() - back_at:.2f} s after Redis came back")
+            assert again.headers["x-ratelimit-limit-requests"] == "50"  # limits hold again
+    finally:
+        stop_process(redis_process)
