@@ -29,6 +29,8 @@ from gateway.api.completions import CompletionsController
 from gateway.api.compliance import ComplianceController, SubjectsController
 from gateway.api.health import HealthController
 from gateway.api.models import ModelsController
+from gateway.api.ollama.generation import OllamaGenerationController
+from gateway.api.ollama.models import OllamaModelsController
 from gateway.api.personal_keys import PersonalKeysController
 from gateway.app_state import Databases
 from gateway.audit.checkpointer import run_checkpointer
@@ -48,7 +50,7 @@ from gateway.inference import InferenceService
 from gateway.queue.client import RedisJobQueue
 from gateway.quotas.admission import Admission
 from gateway.quotas.service import Quotas
-from gateway.settings import HttpSettings, OidcSettings, Settings
+from gateway.settings import HttpSettings, OidcSettings, OllamaSettings, Settings
 
 
 def provide_inference(state: State) -> InferenceService:
@@ -222,6 +224,9 @@ def create_app(settings: Settings) -> Litestar:
     def provide_oidc_settings() -> OidcSettings:
         return settings.oidc
 
+    def provide_ollama_settings() -> OllamaSettings:
+        return settings.ollama
+
     return Litestar(
         route_handlers=[
             ChatCompletionsController,
@@ -236,6 +241,8 @@ def create_app(settings: Settings) -> Litestar:
             AdminUsersController,
             AdminKeysController,
             AdminLimitsController,
+            OllamaGenerationController,
+            OllamaModelsController,
         ],
         lifespan=[lifespan],
         dependencies={
@@ -245,6 +252,7 @@ def create_app(settings: Settings) -> Litestar:
             "redis": Provide(provide_redis, sync_to_thread=False),
             "http_settings": Provide(provide_http_settings, sync_to_thread=False),
             "oidc_settings": Provide(provide_oidc_settings, sync_to_thread=False),
+            "ollama_settings": Provide(provide_ollama_settings, sync_to_thread=False),
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "checkpoint_key": Provide(provide_checkpoint_key, sync_to_thread=False),
             "compliance": Provide(provide_compliance, sync_to_thread=False),

@@ -189,8 +189,21 @@ def _request_id(request: Request[Any, Any, Any]) -> str:
     return str(request.scope.get("state", {}).get("request_id", "unknown"))
 
 
+OLLAMA_PATHS = "/api/"
+
+
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """The one exception handler: domain errors, framework errors, and the unknown."""
+    """The one exception handler: domain errors, framework errors, and the unknown; under
+    ``/api/`` (Ollama's API) in Ollama's shape, ``{"error": message}``."""
+    response = _openai_error(request, exc)
+    if request.url.path.startswith(OLLAMA_PATHS) and isinstance(response.content, dict):
+        error = response.content.get("error")
+        if isinstance(error, dict):
+            response.content = {"error": error.get("message", "")}
+    return response
+
+
+def _openai_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, ClientDisconnected):
         return Response(b"", status_code=499)
     if isinstance(exc, EnclaveError):

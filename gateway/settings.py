@@ -110,6 +110,14 @@ class QueueSettings(_Section):
     least weighted service first, interactive before batch; ``fifo``: one queue, in order."""
 
 
+class OllamaSettings(_Section):
+    aliases: dict[str, str] = Field(default_factory=dict)
+    """Ollama model names (``name:tag``) to Enclave model names, as JSON, e.g.
+    ``{"smollm2:135m": "smollm2-135m"}``; other names are Enclave's, ``:latest`` dropped."""
+    version: str = "0.13.0"
+    """What ``/api/version`` reports: the Ollama API version clients may expect."""
+
+
 class WorkerSettings(_Section):
     model_path: Path | None = None
     served_model_name: str | None = None
@@ -257,6 +265,7 @@ class Settings(BaseSettings):
     quota: QuotaSettings = QuotaSettings()
     worker: WorkerSettings = WorkerSettings()
     oidc: OidcSettings = OidcSettings()
+    ollama: OllamaSettings = OllamaSettings()
 
     @property
     def database_url(self) -> str:

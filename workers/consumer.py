@@ -354,6 +354,9 @@ class Consumer:
                 pid=os.getpid(),
                 heartbeat_at=now,
                 draining=self._draining,
+                architecture=info.architecture,
+                chat_template=info.chat_template,
+                generation_defaults=dict(info.generation_defaults),
             )
         )
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -6,9 +6,9 @@ Adapters: ``VllmEngine`` (workers/vllm_engine.py, the only module that imports v
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from gateway.queue.protocol import ChatMessage, SamplingOptions
 
@@ -21,6 +21,11 @@ class EngineInfo:
     max_context: int
     capacity: int
     weights_digest: str
+    architecture: str = ""
+    """The model's family as its configuration names it (``model_type``, e.g. ``llama``)."""
+    chat_template: str = ""
+    generation_defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Sampling defaults from the model's generation config (e.g. temperature)."""
 
 
 @dataclass(frozen=True)

@@ -245,5 +245,8 @@ async def start_vllm_engine(
         max_context=llm.model_config.max_model_len,
         capacity=max_num_seqs,
         weights_digest=weights_digest,
+        architecture=str(getattr(llm.model_config.hf_config, "model_type", "") or ""),
+        chat_template=str(getattr(llm.get_tokenizer(), "chat_template", "") or ""),
+        generation_defaults=llm.model_config.get_diff_sampling_param(),
     )
     return VllmEngine(llm, info)

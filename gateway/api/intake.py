@@ -163,6 +163,38 @@ def queue_timeout(value: str) -> float:
     return seconds
 
 
+@contextlib.asynccontextmanager
+async def received(
+    request: Request[Any, Any, Any],
+    inference: InferenceService,
+    authenticator: Authenticator,
+    max_body_bytes: int,
+    *,
+    endpoint: str,
+    id_prefix: str,
+    schema: type[B],
+) -> AsyncIterator[tuple[Intake, Principal, B]]:
+    """Authenticate and parse; every refusal raised inside the block is audited."""
+    async with audited(inference, new_request_id(id_prefix), endpoint) as intake:
+        principal = await authenticate(request, authenticator, intake)
+        body = decode_body(await read_body(request, max_body_bytes), schema)
+        yield intake, principal, body
+
+
+async def start(
+    request: Request[Any, Any, Any],
+    inference: InferenceService,
+    intake: Intake,
+    principal: Principal,
+    job: InferenceRequest,
+) -> JobRun:
+    """Audit and enqueue ``job``; return once a worker has started it."""
+    waiting = request.headers.get(QUEUE_TIMEOUT_HEADER)
+    if waiting is not None:
+        job = dataclasses.replace(job, queue_timeout_s=queue_timeout(waiting))
+    return await unless_disconnected(request, inference.open(principal, intake.request_id, job))
+
+
 async def admit(
     request: Request[Any, Any, Any],
     inference: InferenceService,
@@ -175,14 +207,17 @@ async def admit(
     convert: Callable[[B], InferenceRequest],
 ) -> tuple[B, InferenceRequest, JobRun]:
     """Authenticate, parse, audit and enqueue; return once a worker has started the job."""
-    async with audited(inference, new_request_id(id_prefix), endpoint) as intake:
-        principal = await authenticate(request, authenticator, intake)
-        body = decode_body(await read_body(request, max_body_bytes), schema)
+    async with received(
+        request,
+        inference,
+        authenticator,
+        max_body_bytes,
+        endpoint=endpoint,
+        id_prefix=id_prefix,
+        schema=schema,
+    ) as (intake, principal, body):
         job = convert(body)
-        waiting = request.headers.get(QUEUE_TIMEOUT_HEADER)
-        if waiting is not None:
-            job = dataclasses.replace(job, queue_timeout_s=queue_timeout(waiting))
-        run = await unless_disconnected(request, inference.open(principal, intake.request_id, job))
+        run = await start(request, inference, intake, principal, job)
     return body, job, run
 
 

@@ -13,7 +13,7 @@ Wire format: msgpack (msgspec) in the field ``m`` of a Redis stream entry. Never
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -224,6 +224,9 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     pid: int
     heartbeat_at: float
     draining: bool = False
+    architecture: str = ""
+    chat_template: str = ""
+    generation_defaults: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 _info_decoder = msgspec.json.Decoder(WorkerInfo)

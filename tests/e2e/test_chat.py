@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import ollama
 import openai
 import pytest
 import redis
@@ -149,3 +150,21 @@ def test_client_disconnect_aborts_the_request_inside_vllm(cluster: Cluster) -> N
     assert record.status == 499
     assert record.completion_tokens is not None
     assert record.completion_tokens < 1500
+
+
+def test_the_ollama_client_chats_with_the_real_worker(cluster: Cluster) -> None:
+    client = ollama.Client(
+        host=cluster.base_url, headers={"Authorization": f"Bearer {cluster.api_key}"}
+    )
+    answer = client.chat(
+        model=f"{DEMO_MODEL}:latest", messages=QUESTION, options={"temperature": 0}
+    )
+    assert "Paris" in answer.message.content
+    assert answer.done_reason == "stop"
+    assert answer.prompt_eval_count == prompt_tokens_of(cluster, QUESTION)
+    assert answer.eval_count is not None
+    assert answer.eval_count > 0
+    shown = client.show(DEMO_MODEL)
+    assert shown.modelinfo == {"general.architecture": "llama", "llama.context_length": 2048}
+    assert shown.template is not None
+    assert "im_start" in shown.template  # SmolLM2's own chat template, from its tokenizer

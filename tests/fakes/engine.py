@@ -18,6 +18,7 @@ from gateway.queue.protocol import SamplingOptions
 from workers.engine import ChatPrompt, EngineInfo, EngineOutput, EngineRequestError, Prompt
 
 _TOKEN = re.compile(r"\s*\S+")
+CHAT_TEMPLATE = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
 
 
 def split_tokens(text: str) -> list[str]:
@@ -49,7 +50,13 @@ class FakeEngine:
         self._tokens_per_step = tokens_per_step
         self._step_delay_s = step_delay_s
         self._info = EngineInfo(
-            model=model, max_context=max_context, capacity=capacity, weights_digest=weights_digest
+            model=model,
+            max_context=max_context,
+            capacity=capacity,
+            weights_digest=weights_digest,
+            architecture="fake",
+            chat_template=CHAT_TEMPLATE,
+            generation_defaults={"temperature": 0.6},
         )
         self._running: set[str] = set()  # what num_unfinished() counts
         self._abort_requested: set[str] = set()

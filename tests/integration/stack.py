@@ -28,6 +28,7 @@ from gateway.settings import (
     DatabaseSettings,
     HttpSettings,
     OidcSettings,
+    OllamaSettings,
     QueueSettings,
     RedisSettings,
     Settings,
@@ -91,6 +92,7 @@ def stack_settings(
     oidc: OidcSettings | None = None,
     audit: AuditSettings | None = None,
     queue: QueueSettings | None = None,
+    ollama: OllamaSettings | None = None,
 ) -> Settings:
     audit = audit or AuditSettings()
     return Settings(
@@ -100,6 +102,7 @@ def stack_settings(
         http=HttpSettings(max_body_bytes=64 * 1024),
         queue=queue or QueueSettings(lease_timeout_s=1.0, request_timeout_s=30.0, worker_ttl_s=5.0),
         oidc=oidc or OidcSettings(),
+        ollama=ollama or OllamaSettings(),
     )
 
 
@@ -147,9 +150,10 @@ async def open_stack(
     oidc: OidcSettings | None = None,
     audit: AuditSettings | None = None,
     queue: QueueSettings | None = None,
+    ollama: OllamaSettings | None = None,
 ) -> AsyncIterator[Stack]:
     await asyncio.to_thread(upgrade_to_head, database_url)
-    settings = stack_settings(database_url, redis_url, audit_url, oidc, audit, queue)
+    settings = stack_settings(database_url, redis_url, audit_url, oidc, audit, queue, ollama)
     db = create_engine(database_url)
     audit_db = create_engine(audit_url) if audit_url else db
     redis = Redis.from_url(redis_url)

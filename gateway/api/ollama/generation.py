@@ -1,0 +1,180 @@
+"""POST /api/chat and /api/generate — Ollama's generation API, NDJSON streams by default.
+
+A request without messages (chat) or prompt (generate) is Ollama's way to load a model: it
+answers ``done_reason: "load"`` at once if the model is served, and runs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.response import Stream
+
+from gateway.api.intake import abandon_unless_settled, collect, received, start
+from gateway.api.ollama.translate import (
+    Clock,
+    chat_request,
+    enclave_name,
+    generate_request,
+    timestamp,
+)
+from gateway.auth.authenticator import Authenticator
+from gateway.errors import EnclaveError
+from gateway.inference import InferenceService, JobRun
+from gateway.schemas.ollama import (
+    AssistantMessage,
+    ChatChunk,
+    ChatRequest,
+    GenerateChunk,
+    GenerateRequest,
+)
+from gateway.settings import HttpSettings, OllamaSettings
+
+CHAT = "/api/chat"
+GENERATE = "/api/generate"
+MEDIA_TYPE = "application/x-ndjson"
+
+_encoder = msgspec.json.Encoder()
+B = TypeVar("B", ChatRequest, GenerateRequest)
+
+# The text of one piece of the answer, as a chat or generate object (not yet done).
+Piece = Callable[[str, str, str], msgspec.Struct]
+
+
+def chat_piece(model: str, at: str, text: str) -> msgspec.Struct:
+    return ChatChunk(model, at, AssistantMessage(text))
+
+
+def generate_piece(model: str, at: str, text: str) -> msgspec.Struct:
+    return GenerateChunk(model, at, text)
+
+
+def line(payload: Any) -> bytes:
+    return _encoder.encode(payload) + b"\n"
+
+
+def last(piece: msgspec.Struct, clock: Clock, run: JobRun) -> dict[str, Any]:
+    """The final object: the piece with ``done: true``, the reason, counts and durations."""
+    fields: dict[str, Any] = msgspec.to_builtins(piece)
+    final: dict[str, Any] = msgspec.to_builtins(clock.final(run))
+    return fields | final
+
+
+async def ndjson(run: JobRun, model: str, piece: Piece, clock: Clock) -> AsyncIterator[bytes]:
+    try:
+        async for text in run.deltas():
+            clock.token()
+            yield line(piece(model, timestamp(), text))
+        yield line(last(piece(model, timestamp(), ""), clock, run))
+    except EnclaveError as exc:
+        yield line({"error": exc.message})
+    finally:
+        await abandon_unless_settled(run)
+
+
+async def answer(
+    request: Request[Any, Any, Any],
+    run: JobRun,
+    model: str,
+    stream: bool,
+    piece: Piece,
+    clock: Clock,
+) -> Response[Any]:
+    headers = {"x-request-id": run.request_id} | run.ratelimit_headers
+    if stream:
+        return Stream(ndjson(run, model, piece, clock), media_type=MEDIA_TYPE, headers=headers)
+    await collect(request, run)
+    clock.token()
+    return Response(last(piece(model, timestamp(), run.text), clock, run), headers=headers)
+
+
+def loaded(piece: msgspec.Struct) -> dict[str, Any]:
+    fields: dict[str, Any] = msgspec.to_builtins(piece)
+    return fields | {"done_reason": "load", "done": True}
+
+
+async def generation(
+    request: Request[Any, Any, Any],
+    inference: InferenceService,
+    authenticator: Authenticator,
+    max_body_bytes: int,
+    aliases: dict[str, str],
+    endpoint: str,
+    schema: type[B],
+) -> Response[Any]:
+    """Either endpoint: load (nothing to run), or run and answer, streaming or not."""
+    clock = Clock()
+    async with received(
+        request,
+        inference,
+        authenticator,
+        max_body_bytes,
+        endpoint=endpoint,
+        id_prefix=endpoint.removeprefix("/api/"),
+        schema=schema,
+    ) as (intake, principal, body):
+        model = enclave_name(body.model, aliases)
+        piece: Piece
+        if isinstance(body, ChatRequest):
+            piece, is_load = chat_piece, not body.messages
+        else:
+            assert isinstance(body, GenerateRequest)
+            piece, is_load = generate_piece, not body.prompt and not body.suffix
+        if is_load:
+            await inference.find_worker(model, principal)
+            return Response(loaded(piece(body.model, timestamp(), "")))
+        job = (
+            chat_request(body, endpoint, model)
+            if isinstance(body, ChatRequest)
+            else generate_request(body, endpoint, model)
+        )
+        run = await start(request, inference, intake, principal, job)
+    return await answer(request, run, body.model, body.stream, piece, clock)
+
+
+class OllamaGenerationController(Controller):
+    tags = ("ollama",)
+
+    @post(CHAT, status_code=200)
+    async def chat(
+        self,
+        request: Request[Any, Any, Any],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        http_settings: NamedDependency[HttpSettings],
+        ollama_settings: NamedDependency[OllamaSettings],
+    ) -> Response[Any]:
+        """Ollama's chat: ``messages``, ``stream`` (default true), ``options``."""
+        return await generation(
+            request,
+            inference,
+            authenticator,
+            http_settings.max_body_bytes,
+            ollama_settings.aliases,
+            CHAT,
+            ChatRequest,
+        )
+
+    @post(GENERATE, status_code=200)
+    async def generate(
+        self,
+        request: Request[Any, Any, Any],
+        inference: NamedDependency[InferenceService],
+        authenticator: NamedDependency[Authenticator],
+        http_settings: NamedDependency[HttpSettings],
+        ollama_settings: NamedDependency[OllamaSettings],
+    ) -> Response[Any]:
+        """Ollama's completion: ``prompt``, ``system``, ``raw``, ``stream``, ``options``."""
+        return await generation(
+            request,
+            inference,
+            authenticator,
+            http_settings.max_body_bytes,
+            ollama_settings.aliases,
+            GENERATE,
+            GenerateRequest,
+        )

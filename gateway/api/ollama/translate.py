@@ -1,0 +1,155 @@
+"""Ollama requests into Enclave's, and Enclave's answers into Ollama's shapes.
+
+Model names: an operator maps Ollama names (``name:tag``) to Enclave model names with
+``ENCLAVE_OLLAMA__ALIASES``; a name that is not an alias is the Enclave name, with
+``:latest`` (Ollama's default tag) taken off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from gateway.errors import InvalidRequest
+from gateway.inference import InferenceRequest, JobRun
+from gateway.queue.protocol import ChatMessage, SamplingOptions
+from gateway.schemas.ollama import ChatRequest, Final, GenerateRequest, Message, Options
+
+LATEST = ":latest"
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+# Ollama's options vLLM has no counterpart for, with the value that means "off".
+NEUTRAL = {
+    "mirostat": 0,
+    "tfs_z": 1.0,
+    "typical_p": 1.0,
+}
+UNSUPPORTED = ("mirostat_tau", "mirostat_eta", "repeat_last_n", "penalize_newline")
+
+
+def enclave_name(name: str, aliases: Mapping[str, str]) -> str:
+    if name in aliases:
+        return aliases[name]
+    if ":" not in name and name + LATEST in aliases:
+        return aliases[name + LATEST]
+    return name.removesuffix(LATEST)
+
+
+def ollama_names(model: str, aliases: Mapping[str, str]) -> list[str]:
+    """What ``/api/tags`` lists for an Enclave model: its aliases, or ``<model>:latest``."""
+    named = sorted(alias for alias, target in aliases.items() if target == model)
+    return named or [model if ":" in model else model + LATEST]
+
+
+def timestamp(at: float | None = None) -> str:
+    moment = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def sampling(options: Options | None) -> SamplingOptions:
+    """Ollama's options as OpenAI-style sampling; an option vLLM cannot honour is a 400."""
+    if options is None:
+        return SamplingOptions()
+    for name, neutral in NEUTRAL.items():
+        value = getattr(options, name)
+        if value is not None and value != neutral:
+            raise InvalidRequest(f"option {name} is not supported by this server", param=name)
+    for name in UNSUPPORTED:
+        if getattr(options, name) is not None:
+            raise InvalidRequest(f"option {name} is not supported by this server", param=name)
+    stop = (options.stop,) if isinstance(options.stop, str) else tuple(options.stop or ())
+    # num_predict -1 (until the model stops) and -2 (fill the context): no limit of our own.
+    predict = options.num_predict
+    if predict is not None and predict < -2:
+        raise InvalidRequest("num_predict must be -2, -1 or a positive number", param="num_predict")
+    return SamplingOptions(
+        max_tokens=predict if predict is not None and predict >= 0 else None,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k,
+        min_p=options.min_p,
+        seed=options.seed,
+        stop=stop,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        repetition_penalty=options.repeat_penalty,
+    )
+
+
+def refuse_unsupported(**fields: object) -> None:
+    for name, value in fields.items():
+        if value not in (None, [], ""):
+            raise InvalidRequest(f"{name} is not supported by this server yet", param=name)
+
+
+def chat_message(message: Message) -> ChatMessage:
+    if message.role not in ROLES:
+        raise InvalidRequest(f"invalid role: {message.role}", param="messages")
+    refuse_unsupported(images=message.images, tool_calls=message.tool_calls)
+    return ChatMessage(role=message.role, content=message.content)
+
+
+def chat_request(body: ChatRequest, endpoint: str, model: str) -> InferenceRequest:
+    refuse_unsupported(format=body.format, tools=body.tools)
+    return InferenceRequest(
+        endpoint=endpoint,
+        model=model,
+        kind="chat",
+        sampling=sampling(body.options),
+        messages=tuple(chat_message(m) for m in body.messages),
+    )
+
+
+def generate_request(body: GenerateRequest, endpoint: str, model: str) -> InferenceRequest:
+    if body.suffix:
+        raise InvalidRequest(f"{body.model} does not support insert", param="suffix")
+    refuse_unsupported(
+        format=body.format, images=body.images, template=body.template, context=body.context
+    )
+    if body.raw:
+        return InferenceRequest(
+            endpoint=endpoint,
+            model=model,
+            kind="completion",
+            sampling=sampling(body.options),
+            prompt=body.prompt,
+        )
+    messages = [ChatMessage("system", body.system)] if body.system else []
+    messages.append(ChatMessage("user", body.prompt))
+    return InferenceRequest(
+        endpoint=endpoint,
+        model=model,
+        kind="chat",
+        sampling=sampling(body.options),
+        messages=tuple(messages),
+    )
+
+
+@dataclass
+class Clock:
+    """Ollama's durations: from the request's arrival, to the first token, to the end."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+
+    def token(self) -> None:
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+
+    def final(self, run: JobRun) -> Final:
+        end = time.perf_counter()
+        first = self.first_token or end
+        return Final(
+            done_reason=run.finish_reason or "stop",
+            total_duration=nanoseconds(end - self.started),
+            load_duration=0,  # models stay loaded in their workers
+            prompt_eval_count=run.prompt_tokens,
+            prompt_eval_duration=nanoseconds(first - self.started),
+            eval_count=run.completion_tokens,
+            eval_duration=nanoseconds(end - first),
+        )
+
+
+def nanoseconds(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
