@@ -122,6 +122,8 @@ class JobRun:
     limits: Decision | None = None
     """The admission decision: what the x-ratelimit-* headers report."""
     priority: Priority = "interactive"
+    first_token_at: float | None = None
+    """perf_counter() when the first text arrived."""
 
     @property
     def ratelimit_headers(self) -> dict[str, str]:
@@ -137,6 +139,8 @@ class JobRun:
         try:
             async for event in self._events:
                 if isinstance(event, Delta):
+                    if self.first_token_at is None:
+                        self.first_token_at = time.perf_counter()
                     self.text_parts.append(event.text)
                     self.completion_tokens = event.completion_tokens
                     yield event.text

@@ -20,13 +20,15 @@ pytestmark = pytest.mark.integration
 ANSWER = "The capital of France is Paris."
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 ALIASES = OllamaSettings(aliases={"fake:7b": "fake-model"})
+STEP_S = 0.02  # the fake engine's time per token
 
 
 @pytest.fixture
 async def stack(
     make_postgres_url: Callable[[], str], redis_url: str, redis_client: Redis
 ) -> AsyncIterator[Stack]:
-    async with open_stack(make_postgres_url(), redis_url, FakeEngine(), ollama=ALIASES) as opened:
+    engine = FakeEngine(step_delay_s=STEP_S)
+    async with open_stack(make_postgres_url(), redis_url, engine, ollama=ALIASES) as opened:
         yield opened
 
 
@@ -49,6 +51,9 @@ async def test_chat_answers_as_ollama_does(stack: Stack) -> None:
     assert response.eval_duration is not None
     assert response.prompt_eval_duration is not None
     assert response.total_duration >= response.eval_duration + response.prompt_eval_duration
+    # the five tokens after the first took five steps; the first came after one
+    assert response.eval_duration >= 4 * STEP_S * 1e9
+    assert response.prompt_eval_duration < response.eval_duration
     assert response.load_duration == 0
     [(_, prompt, _)] = stack.engine.requests
     assert isinstance(prompt, ChatPrompt)

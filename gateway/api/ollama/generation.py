@@ -67,7 +67,6 @@ def last(piece: msgspec.Struct, clock: Clock, run: JobRun) -> dict[str, Any]:
 async def ndjson(run: JobRun, model: str, piece: Piece, clock: Clock) -> AsyncIterator[bytes]:
     try:
         async for text in run.deltas():
-            clock.token()
             yield line(piece(model, timestamp(), text))
         yield line(last(piece(model, timestamp(), ""), clock, run))
     except EnclaveError as exc:
@@ -88,7 +87,6 @@ async def answer(
     if stream:
         return Stream(ndjson(run, model, piece, clock), media_type=MEDIA_TYPE, headers=headers)
     await collect(request, run)
-    clock.token()
     return Response(last(piece(model, timestamp(), run.text), clock, run), headers=headers)
 
 

@@ -131,15 +131,10 @@ class Clock:
     """Ollama's durations: from the request's arrival, to the first token, to the end."""
 
     started: float = field(default_factory=time.perf_counter)
-    first_token: float | None = None
-
-    def token(self) -> None:
-        if self.first_token is None:
-            self.first_token = time.perf_counter()
 
     def final(self, run: JobRun) -> Final:
         end = time.perf_counter()
-        first = self.first_token or end
+        first = run.first_token_at or end
         return Final(
             done_reason=run.finish_reason or "stop",
             total_duration=nanoseconds(end - self.started),
