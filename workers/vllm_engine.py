@@ -8,6 +8,7 @@ prompt token count is known and the context check happens before the engine sees
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: E402
 from vllm.exceptions import VLLMValidationError  # noqa: E402
 from vllm.inputs import tokens_input  # noqa: E402
 from vllm.renderers import ChatParams  # noqa: E402
-from vllm.sampling_params import RequestOutputKind  # noqa: E402
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams  # noqa: E402
 from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 
 from gateway.queue.protocol import SamplingOptions  # noqa: E402
@@ -77,6 +78,10 @@ def to_sampling_params(
         if value is not None:
             values[name] = value
     max_tokens = default_max_tokens if options.max_tokens is None else options.max_tokens
+    if options.json_schema is not None:
+        values["structured_outputs"] = StructuredOutputsParams(json=json.loads(options.json_schema))
+    elif options.json_object:
+        values["structured_outputs"] = StructuredOutputsParams(json_object=True)
     try:
         return SamplingParams(
             **values,

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.response import Stream
@@ -13,6 +14,7 @@ from litestar.response import Stream
 from gateway.api import sse
 from gateway.api.intake import abandon_unless_settled, admit, collect
 from gateway.api.sampling import refuse_unsupported, sampling_options
+from gateway.api.structured import response_format
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError, InvalidRequest
 from gateway.inference import InferenceRequest, InferenceService, JobRun, service_tier_of
@@ -59,7 +61,6 @@ def to_inference_request(body: ChatCompletionRequest) -> InferenceRequest:
         tool_choice=body.tool_choice if body.tool_choice != "none" else None,
         functions=body.functions,
         function_call=body.function_call,
-        response_format=None if body.response_format in (None, {"type": "text"}) else "json",
     )
     messages = tuple(
         ChatMessage(role=m.role, content=flatten_content(m, i)) for i, m in enumerate(body.messages)
@@ -69,7 +70,9 @@ def to_inference_request(body: ChatCompletionRequest) -> InferenceRequest:
         endpoint=ENDPOINT,
         model=body.model,
         kind="chat",
-        sampling=sampling_options(body, max_tokens=max_tokens),
+        sampling=msgspec.structs.replace(
+            sampling_options(body, max_tokens=max_tokens), **response_format(body.response_format)
+        ),
         messages=messages,
         service_tier=body.service_tier,
     )

@@ -51,6 +51,10 @@ class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool = False
+    json_schema: str | None = None
+    """The answer must be JSON valid under this JSON Schema (its JSON text)."""
+    json_object: bool = False
+    """The answer must be a JSON object (no schema)."""
 
 
 class Job(msgspec.Struct, frozen=True, omit_defaults=True):

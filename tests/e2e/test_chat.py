@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import jsonschema
 import ollama
 import openai
 import pytest
@@ -168,3 +170,40 @@ def test_the_ollama_client_chats_with_the_real_worker(cluster: Cluster) -> None:
     assert shown.modelinfo == {"general.architecture": "llama", "llama.context_length": 2048}
     assert shown.template is not None
     assert "im_start" in shown.template  # SmolLM2's own chat template, from its tokenizer
+
+
+PLACE = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "enum": ["Paris", "Rome", "Berlin"]},
+        "country": {"type": "string", "maxLength": 20},
+    },
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
+
+
+def test_response_format_json_schema_yields_valid_json(cluster: Cluster) -> None:
+    completion = cluster.client().chat.completions.create(
+        model=DEMO_MODEL,
+        messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE}},
+        temperature=0,
+        max_tokens=100,
+    )
+    answer = completion.choices[0].message.content
+    assert answer is not None
+    jsonschema.validate(json.loads(answer), PLACE)  # vLLM constrained the decoding
+
+
+def test_ollama_format_json_yields_a_json_object(cluster: Cluster) -> None:
+    client = ollama.Client(
+        host=cluster.base_url, headers={"Authorization": f"Bearer {cluster.api_key}"}
+    )
+    answer = client.chat(
+        model=DEMO_MODEL,
+        messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+        format=PLACE,
+        options={"temperature": 0, "num_predict": 100},
+    )
+    jsonschema.validate(json.loads(answer.message.content), PLACE)

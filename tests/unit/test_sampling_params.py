@@ -141,3 +141,17 @@ def test_prompt_that_leaves_no_room_is_rejected_on_the_prompt(param: str) -> Non
 def test_importing_the_adapter_turns_phoning_home_off() -> None:
     for name in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         assert os.environ[name] == "1"
+
+
+def test_json_constraints_become_vllms_structured_outputs() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    constrained = to_sampling_params(
+        SamplingOptions(json_schema='{"type":"object","properties":{"city":{"type":"string"}}}'),
+        default_max_tokens=10,
+    )
+    assert constrained.structured_outputs is not None
+    assert constrained.structured_outputs.json == schema
+    any_object = to_sampling_params(SamplingOptions(json_object=True), default_max_tokens=10)
+    assert any_object.structured_outputs is not None
+    assert any_object.structured_outputs.json_object is True
+    assert to_sampling_params(SamplingOptions(), default_max_tokens=10).structured_outputs is None

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway.api.structured import ollama_format
 from gateway.errors import InvalidRequest
 from gateway.inference import InferenceRequest, JobRun
 from gateway.queue.protocol import ChatMessage, SamplingOptions
@@ -47,10 +48,12 @@ def timestamp(at: float | None = None) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def sampling(options: Options | None) -> SamplingOptions:
-    """Ollama's options as OpenAI-style sampling; an option vLLM cannot honour is a 400."""
+def sampling(options: Options | None, format_: object = None) -> SamplingOptions:
+    """Ollama's options (and ``format``) as OpenAI-style sampling; an option vLLM cannot
+    honour is a 400."""
+    structured = ollama_format(format_)
     if options is None:
-        return SamplingOptions()
+        return SamplingOptions(**structured)
     for name, neutral in NEUTRAL.items():
         value = getattr(options, name)
         if value is not None and value != neutral:
@@ -74,6 +77,7 @@ def sampling(options: Options | None) -> SamplingOptions:
         presence_penalty=options.presence_penalty,
         frequency_penalty=options.frequency_penalty,
         repetition_penalty=options.repeat_penalty,
+        **structured,
     )
 
 
@@ -91,12 +95,12 @@ def chat_message(message: Message) -> ChatMessage:
 
 
 def chat_request(body: ChatRequest, endpoint: str, model: str) -> InferenceRequest:
-    refuse_unsupported(format=body.format, tools=body.tools)
+    refuse_unsupported(tools=body.tools)
     return InferenceRequest(
         endpoint=endpoint,
         model=model,
         kind="chat",
-        sampling=sampling(body.options),
+        sampling=sampling(body.options, body.format),
         messages=tuple(chat_message(m) for m in body.messages),
     )
 
@@ -104,15 +108,13 @@ def chat_request(body: ChatRequest, endpoint: str, model: str) -> InferenceReque
 def generate_request(body: GenerateRequest, endpoint: str, model: str) -> InferenceRequest:
     if body.suffix:
         raise InvalidRequest(f"{body.model} does not support insert", param="suffix")
-    refuse_unsupported(
-        format=body.format, images=body.images, template=body.template, context=body.context
-    )
+    refuse_unsupported(images=body.images, template=body.template, context=body.context)
     if body.raw:
         return InferenceRequest(
             endpoint=endpoint,
             model=model,
             kind="completion",
-            sampling=sampling(body.options),
+            sampling=sampling(body.options, body.format),
             prompt=body.prompt,
         )
     messages = [ChatMessage("system", body.system)] if body.system else []
@@ -121,7 +123,7 @@ def generate_request(body: GenerateRequest, endpoint: str, model: str) -> Infere
         endpoint=endpoint,
         model=model,
         kind="chat",
-        sampling=sampling(body.options),
+        sampling=sampling(body.options, body.format),
         messages=tuple(messages),
     )
 
