@@ -82,6 +82,8 @@ def to_sampling_params(
         values["structured_outputs"] = StructuredOutputsParams(json=json.loads(options.json_schema))
     elif options.json_object:
         values["structured_outputs"] = StructuredOutputsParams(json_object=True)
+    if options.logit_bias:
+        values["logit_bias"] = dict(options.logit_bias)
     try:
         return SamplingParams(
             **values,
@@ -129,6 +131,7 @@ class VllmEngine:
         self._llm = llm
         self._info = info
         self._model_defaults = llm.model_config.get_diff_sampling_param()
+        self._vocab_size = llm.model_config.get_vocab_size()
 
     @property
     def info(self) -> EngineInfo:
@@ -142,6 +145,13 @@ class VllmEngine:
         finish_reason is "stop" or "length", or "abort" when ``abort()`` ended the request.
         """
         prompt_param = "messages" if isinstance(prompt, ChatPrompt) else "prompt"
+        if sampling.logit_bias and sampling.logit_bias[-1][0] >= self._vocab_size:
+            raise EngineRequestError(
+                f"logit_bias names token {sampling.logit_bias[-1][0]}; this model's "
+                f"vocabulary has {self._vocab_size} tokens.",
+                code="invalid_value",
+                param="logit_bias",
+            )
         token_ids = await self._prompt_token_ids(prompt)
         prompt_tokens = len(token_ids)
         budget = fit_max_tokens(

@@ -56,7 +56,6 @@ def to_inference_request(body: ChatCompletionRequest) -> InferenceRequest:
         n=body.n,
         logprobs=body.logprobs,
         top_logprobs=body.top_logprobs,
-        logit_bias=body.logit_bias or None,
         tools=body.tools,
         tool_choice=body.tool_choice if body.tool_choice != "none" else None,
         functions=body.functions,

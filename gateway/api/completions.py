@@ -29,7 +29,6 @@ def to_inference_request(body: CompletionRequest) -> InferenceRequest:
         best_of=body.best_of,
         suffix=body.suffix,
         logprobs=body.logprobs,
-        logit_bias=body.logit_bias or None,
     )
     if isinstance(body.prompt, list):
         if len(body.prompt) != 1:

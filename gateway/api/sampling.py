@@ -21,6 +21,30 @@ def refuse_unsupported(**fields: Any) -> None:
             raise InvalidRequest(f"`{name}` is not supported by this server yet.", param=name)
 
 
+MAX_LOGIT_BIAS_ENTRIES = 300  # OpenAI's own limit
+
+
+def logit_bias(value: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's ``logit_bias`` (token id as a string -> bias from -100 to 100) as pairs; the
+    worker checks the ids against the model's vocabulary."""
+    if not value:
+        return ()
+    if len(value) > MAX_LOGIT_BIAS_ENTRIES:
+        raise InvalidRequest(
+            f"logit_bias may hold at most {MAX_LOGIT_BIAS_ENTRIES} tokens.", param="logit_bias"
+        )
+    pairs = []
+    for token, bias in value.items():
+        if not token.isdigit() or not -100 <= bias <= 100:
+            raise InvalidRequest(
+                f"Invalid logit_bias entry {token!r}: {bias!r}; keys are token ids and "
+                "values from -100 to 100.",
+                param="logit_bias",
+            )
+        pairs.append((int(token), float(bias)))
+    return tuple(sorted(pairs))
+
+
 def sampling_options(request: Any, *, max_tokens: int | None) -> SamplingOptions:
     """Build options from the fields chat and text completions share."""
     return SamplingOptions(
@@ -35,4 +59,5 @@ def sampling_options(request: Any, *, max_tokens: int | None) -> SamplingOptions
         frequency_penalty=request.frequency_penalty,
         repetition_penalty=request.repetition_penalty,
         ignore_eos=request.ignore_eos,
+        logit_bias=logit_bias(request.logit_bias),
     )

@@ -55,6 +55,8 @@ class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     """The answer must be JSON valid under this JSON Schema (its JSON text)."""
     json_object: bool = False
     """The answer must be a JSON object (no schema)."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias in [-100, 100]) pairs added to the logits before sampling."""
 
 
 class Job(msgspec.Struct, frozen=True, omit_defaults=True):

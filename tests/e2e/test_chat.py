@@ -207,3 +207,24 @@ def test_ollama_format_json_yields_a_json_object(cluster: Cluster) -> None:
         options={"temperature": 0, "num_predict": 100},
     )
     jsonschema.validate(json.loads(answer.message.content), PLACE)
+
+
+def test_logit_bias_bans_a_word_and_an_unknown_token_is_a_400(cluster: Cluster) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(cluster.model_path)
+    banned = {
+        str(token): -100
+        for word in ("Paris", " Paris", "PAR", " PAR", "Par", " Par", "P", " P")
+        for token in tokenizer.encode(word, add_special_tokens=False)[:1]
+    }
+    completion = cluster.client().chat.completions.create(
+        model=DEMO_MODEL, messages=QUESTION, temperature=0, max_tokens=20, logit_bias=banned
+    )
+    answer = completion.choices[0].message.content
+    assert answer is not None
+    assert "Paris" not in answer  # unbiased, it answers "The capital of France is Paris."
+    with pytest.raises(openai.BadRequestError) as caught:
+        cluster.client().chat.completions.create(
+            model=DEMO_MODEL, messages=QUESTION, logit_bias={str(len(tokenizer) + 10): 5}
+        )
+    assert caught.value.body is not None
+    assert caught.value.body["param"] == "logit_bias"  # type: ignore[index]

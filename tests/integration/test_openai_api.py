@@ -271,3 +271,29 @@ async def test_prompt_is_never_stored_only_its_digest(stack: Stack) -> None:
 @pytest.fixture
 def engine() -> FakeEngine:
     return FakeEngine(max_context=256, capacity=4, reply=REPLY)
+
+
+async def test_logit_bias_reaches_the_worker_as_token_ids(stack: Stack) -> None:
+    key = await stack.key()
+    response = await stack.client.post(
+        "/v1/chat/completions",
+        json={"model": "fake-model", "messages": QUESTION, "logit_bias": {"17": 2.5, "5": -100}},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200
+    [(_, _, sampling)] = stack.engine.requests
+    assert sampling.logit_bias == ((5, -100.0), (17, 2.5))
+
+
+@pytest.mark.parametrize(
+    "bias", [{"Paris": 1}, {"-3": 1}, {"5": 101}, {"5": -100.5}, {str(i): 1 for i in range(301)}]
+)
+async def test_a_bad_logit_bias_is_a_400(stack: Stack, bias: dict[str, float]) -> None:
+    key = await stack.key()
+    response = await stack.client.post(
+        "/v1/chat/completions",
+        json={"model": "fake-model", "messages": QUESTION, "logit_bias": bias},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "logit_bias"

@@ -155,3 +155,10 @@ def test_json_constraints_become_vllms_structured_outputs() -> None:
     assert any_object.structured_outputs is not None
     assert any_object.structured_outputs.json_object is True
     assert to_sampling_params(SamplingOptions(), default_max_tokens=10).structured_outputs is None
+
+
+def test_logit_bias_is_passed_as_token_ids() -> None:
+    params = to_sampling_params(
+        SamplingOptions(logit_bias=((5, -100.0), (17, 2.5))), default_max_tokens=10
+    )
+    assert params.logit_bias == {5: -100.0, 17: 2.5}
