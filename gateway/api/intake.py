@@ -66,6 +66,11 @@ async def authenticate(
     return principal
 
 
+def anyone(principal: Principal) -> Principal:
+    """The ``require`` of a call every authenticated caller may make."""
+    return principal
+
+
 @contextlib.asynccontextmanager
 async def authorized_call(
     request: Request[Any, Any, Any],
@@ -175,8 +180,10 @@ async def received(
     schema: type[B],
 ) -> AsyncIterator[tuple[Intake, Principal, B]]:
     """Authenticate and parse; every refusal raised inside the block is audited."""
-    async with audited(inference, new_request_id(id_prefix), endpoint) as intake:
-        principal = await authenticate(request, authenticator, intake)
+    async with authorized_call(request, inference, authenticator, endpoint, id_prefix, anyone) as (
+        intake,
+        principal,
+    ):
         body = decode_body(await read_body(request, max_body_bytes), schema)
         yield intake, principal, body
 

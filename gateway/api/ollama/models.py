@@ -15,13 +15,12 @@ from typing import Any
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 
-from gateway.api.intake import audited, authenticate, new_request_id, read_body
+from gateway.api.intake import anyone, authorized_call, received
 from gateway.api.ollama.translate import enclave_name, ollama_names, timestamp
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.inference import InferenceService
 from gateway.queue.protocol import WorkerInfo
-from gateway.schemas.decoding import decode_body
 from gateway.schemas.ollama import (
     Details,
     ModelEntry,
@@ -34,6 +33,7 @@ from gateway.schemas.ollama import (
 )
 from gateway.settings import OllamaSettings
 
+MAX_SHOW_BYTES = 65536
 FAR_FUTURE = 4102444800.0  # 2100-01-01: served models do not unload
 MANAGED = "Models are managed by the operators of this server; {action} is not available."
 
@@ -58,8 +58,9 @@ async def usable_workers(
 ) -> list[WorkerInfo]:
     """One live worker per model the caller may use (the longest context, as requests get)."""
     path = request.url.path
-    async with audited(inference, new_request_id(path.removeprefix("/api/")), path) as intake:
-        principal = await authenticate(request, authenticator, intake)
+    async with authorized_call(
+        request, inference, authenticator, path, path.removeprefix("/api/"), anyone
+    ) as (_, principal):
         workers = await inference.queue.live_workers()
     best: dict[str, WorkerInfo] = {}
     for worker in workers:
@@ -129,9 +130,15 @@ class OllamaModelsController(Controller):
         authenticator: NamedDependency[Authenticator],
         ollama_settings: NamedDependency[OllamaSettings],
     ) -> Show:
-        async with audited(inference, new_request_id("show"), "/api/show") as intake:
-            principal = await authenticate(request, authenticator, intake)
-            body = decode_body(await read_body(request, 65536), ModelRequest)
+        async with received(
+            request,
+            inference,
+            authenticator,
+            MAX_SHOW_BYTES,
+            endpoint="/api/show",
+            id_prefix="show",
+            schema=ModelRequest,
+        ) as (_, principal, body):
             name = body.model or body.name
             if not name:
                 raise InvalidRequest("model is required", param="model")
@@ -174,7 +181,6 @@ async def refuse_management(
     request: Request[Any, Any, Any], inference: InferenceService, authenticator: Authenticator
 ) -> None:
     path = request.url.path
-    async with audited(inference, new_request_id("manage"), path) as intake:
-        await authenticate(request, authenticator, intake)
+    async with authorized_call(request, inference, authenticator, path, "manage", anyone):
         action = path.removeprefix("/api/")
         raise PermissionDenied(MANAGED.format(action=action), code="models_managed_by_operators")
