@@ -24,7 +24,7 @@ from gateway.api.ollama.translate import (
 )
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError
-from gateway.inference import InferenceService, JobRun
+from gateway.inference import InferenceRequest, InferenceService, JobRun
 from gateway.schemas.ollama import (
     AssistantMessage,
     ChatChunk,
@@ -95,6 +95,14 @@ def loaded(piece: msgspec.Struct) -> dict[str, Any]:
     return fields | {"done_reason": "load", "done": True}
 
 
+def is_empty_chat(body: ChatRequest) -> bool:
+    return not body.messages
+
+
+def is_empty_generate(body: GenerateRequest) -> bool:
+    return not body.prompt and not body.suffix
+
+
 async def generation(
     request: Request[Any, Any, Any],
     inference: InferenceService,
@@ -103,6 +111,9 @@ async def generation(
     aliases: dict[str, str],
     endpoint: str,
     schema: type[B],
+    convert: Callable[[B, str, str], InferenceRequest],
+    is_load: Callable[[B], bool],
+    piece: Piece,
 ) -> Response[Any]:
     """Either endpoint: load (nothing to run), or run and answer, streaming or not."""
     clock = Clock()
@@ -116,20 +127,10 @@ async def generation(
         schema=schema,
     ) as (intake, principal, body):
         model = enclave_name(body.model, aliases)
-        piece: Piece
-        if isinstance(body, ChatRequest):
-            piece, is_load = chat_piece, not body.messages
-        else:
-            assert isinstance(body, GenerateRequest)
-            piece, is_load = generate_piece, not body.prompt and not body.suffix
-        if is_load:
+        if is_load(body):
             await inference.find_worker(model, principal)
             return Response(loaded(piece(body.model, timestamp(), "")))
-        job = (
-            chat_request(body, endpoint, model)
-            if isinstance(body, ChatRequest)
-            else generate_request(body, endpoint, model)
-        )
+        job = convert(body, endpoint, model)
         run = await start(request, inference, intake, principal, job)
     return await answer(request, run, body.model, body.stream, piece, clock)
 
@@ -155,6 +156,9 @@ class OllamaGenerationController(Controller):
             ollama_settings.aliases,
             CHAT,
             ChatRequest,
+            chat_request,
+            is_empty_chat,
+            chat_piece,
         )
 
     @post(GENERATE, status_code=200)
@@ -175,4 +179,7 @@ class OllamaGenerationController(Controller):
             ollama_settings.aliases,
             GENERATE,
             GenerateRequest,
+            generate_request,
+            is_empty_generate,
+            generate_piece,
         )
