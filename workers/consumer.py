@@ -33,11 +33,14 @@ from gateway.queue.protocol import (
     Failed,
     Finished,
     Job,
+    ModelCard,
     Started,
     WorkerInfo,
     cancel_key,
     decode_job,
+    encode_model_card,
     encode_worker_info,
+    model_card_key,
     queues_key,
     starts_key,
     streamed_flag_key,
@@ -105,7 +108,7 @@ class Consumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then drain: stop pulling, finish running jobs."""
         self._publisher.start()
-        await self._heartbeat()
+        await self._heartbeat(with_card=True)
         leases = asyncio.create_task(self._lease_loop(), name="leases")
         cancels = asyncio.create_task(self._listener(), name="cancels")
         puller = asyncio.create_task(self._pull_loop(), name="puller")
@@ -266,7 +269,7 @@ class Consumer:
                 await self._renew_leases()
                 await self._sweep_cancelled()
                 await self._reclaim()
-                await self._heartbeat()
+                await self._heartbeat(with_card=True)
             except RedisError:
                 logger.warning("lease renewal failed; retrying")
 
@@ -340,7 +343,9 @@ class Consumer:
             if is_cancelled:
                 await self._abort(job_id)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, *, with_card: bool = False) -> None:
+        """Announce this worker (and, from the lease loop, its model card, which changes
+        never and is too large to resend after every job)."""
         info = self._engine.info
         now = time.time()
         blob = encode_worker_info(
@@ -355,17 +360,21 @@ class Consumer:
                 heartbeat_at=now,
                 draining=self._draining,
                 architecture=info.architecture,
-                chat_template=info.chat_template,
-                generation_defaults=dict(info.generation_defaults),
             )
         )
+        ttl_s = max(1, int(self._worker_ttl_s))
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(worker_info_key(self.worker_id), blob, ex=max(1, int(self._worker_ttl_s)))
+            pipe.set(worker_info_key(self.worker_id), blob, ex=ttl_s)
+            if with_card:
+                card = ModelCard(info.chat_template, dict(info.generation_defaults))
+                pipe.set(model_card_key(self.worker_id), encode_model_card(card), ex=ttl_s)
             pipe.zadd(workers_index_key(), {self.worker_id: now})
             pipe.zremrangebyscore(workers_index_key(), "-inf", now - 10 * self._worker_ttl_s)
             await pipe.execute()
 
     async def _deregister(self) -> None:
         with contextlib.suppress(RedisError):
-            await self._redis.delete(worker_info_key(self.worker_id))
+            await self._redis.delete(
+                worker_info_key(self.worker_id), model_card_key(self.worker_id)
+            )
             await self._redis.zrem(workers_index_key(), self.worker_id)

@@ -27,11 +27,14 @@ from gateway.queue.protocol import (
     Failed,
     Finished,
     Job,
+    ModelCard,
     WorkerInfo,
     cancel_key,
     decode_event,
+    decode_model_card,
     decode_worker_info,
     inbox_key,
+    model_card_key,
     queued_key,
     starts_key,
     worker_info_key,
@@ -159,6 +162,14 @@ class RedisJobQueue:
         workers = [w for w in workers if not w.draining]
         self._workers_cache = (now, workers)
         return workers
+
+    async def model_card(self, worker_id: str) -> ModelCard:
+        """What the worker's model says of itself; empty until the worker has written it."""
+        try:
+            blob: Any = await self._redis.get(model_card_key(worker_id))
+        except RedisError as exc:
+            raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
+        return ModelCard() if blob is None else decode_model_card(blob)
 
     async def _dispatch(self) -> None:
         last_id = b"0-0"

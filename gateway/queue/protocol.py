@@ -231,11 +231,22 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     heartbeat_at: float
     draining: bool = False
     architecture: str = ""
+
+
+class ModelCard(msgspec.Struct, frozen=True):
+    """What a worker's model says of itself, for /api/show. Kept apart from the heartbeat,
+    which a worker sends after every job and gateways read every second."""
+
     chat_template: str = ""
     generation_defaults: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+def model_card_key(worker_id: str) -> str:
+    return f"{KEY_PREFIX}:worker:{worker_id}:card"
+
+
 _info_decoder = msgspec.json.Decoder(WorkerInfo)
+_card_decoder = msgspec.json.Decoder(ModelCard)
 
 
 def encode_worker_info(info: WorkerInfo) -> bytes:
@@ -244,3 +255,11 @@ def encode_worker_info(info: WorkerInfo) -> bytes:
 
 def decode_worker_info(data: bytes) -> WorkerInfo:
     return _info_decoder.decode(data)
+
+
+def encode_model_card(card: ModelCard) -> bytes:
+    return msgspec.json.encode(card)
+
+
+def decode_model_card(data: bytes) -> ModelCard:
+    return _card_decoder.decode(data)

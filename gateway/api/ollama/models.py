@@ -20,7 +20,7 @@ from gateway.api.ollama.translate import enclave_name, ollama_names, timestamp
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.inference import InferenceService
-from gateway.queue.protocol import WorkerInfo
+from gateway.queue.protocol import ModelCard, WorkerInfo
 from gateway.schemas.ollama import (
     Details,
     ModelEntry,
@@ -47,9 +47,9 @@ def digest(worker: WorkerInfo) -> str:
     return worker.weights_digest.removeprefix("sha256:")
 
 
-def parameters(worker: WorkerInfo) -> str:
+def parameters(card: ModelCard) -> str:
     """The model's generation defaults as Modelfile PARAMETER lines (``name value``)."""
-    defaults = sorted(worker.generation_defaults.items())
+    defaults = sorted(card.generation_defaults.items())
     return "\n".join(f"{name} {value}" for name, value in defaults)
 
 
@@ -144,11 +144,12 @@ class OllamaModelsController(Controller):
                 raise InvalidRequest("model is required", param="model")
             model = enclave_name(name, ollama_settings.aliases)
             worker = await inference.find_worker(model, principal)
+            card = await inference.queue.model_card(worker.worker_id)
         arch = worker.architecture or "unknown"
         return Show(
             modelfile=f"# Served by Enclave: {model}\nFROM {model}\n",
-            parameters=parameters(worker),
-            template=worker.chat_template,
+            parameters=parameters(card),
+            template=card.chat_template,
             details=details(worker),
             model_info={
                 "general.architecture": arch,
