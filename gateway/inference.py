@@ -43,6 +43,9 @@ from gateway.queue.protocol import (
     Priority,
     SamplingOptions,
     Started,
+    ToolCall,
+    ToolCallDelta,
+    Tools,
     WorkerInfo,
 )
 from gateway.queue.schedule import estimated_tokens
@@ -67,12 +70,18 @@ class InferenceRequest:
     """How long this request may wait for a worker (None: the configured default)."""
     service_tier: str | None = None
     """OpenAI's ``service_tier``: ``flex`` asks for the batch class (see ``priority_of``)."""
+    tools: Tools | None = None
 
     @cached_property
     def text(self) -> str:
-        """The prompt as sent to the worker (messages as canonical JSON); computed once for
-        the quota reservation, the sealed copy and the digest of both audit records."""
-        return msgspec.json.encode(self.messages).decode() if self.kind == "chat" else self.prompt
+        """The prompt as sent to the worker (messages as canonical JSON, with the tools
+        offered if any); computed once for the quota reservation, the sealed copy and the
+        digest of both audit records."""
+        if self.kind != "chat":
+            return self.prompt
+        if self.tools is None:
+            return msgspec.json.encode(self.messages).decode()
+        return msgspec.json.encode({"messages": self.messages, "tools": self.tools}).decode()
 
     @cached_property
     def digest(self) -> str:
@@ -124,6 +133,7 @@ class JobRun:
     priority: Priority = "interactive"
     first_token_at: float | None = None
     """perf_counter() when the first text arrived."""
+    tool_call_parts: list[ToolCallDelta] = field(default_factory=list)
 
     @property
     def ratelimit_headers(self) -> dict[str, str]:
@@ -133,8 +143,34 @@ class JobRun:
     def text(self) -> str:
         return "".join(self.text_parts)
 
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The calls streamed so far, their pieces joined."""
+        calls: dict[int, ToolCall] = {}
+        for part in self.tool_call_parts:
+            call = calls.get(part.index)
+            if call is None:
+                calls[part.index] = ToolCall(part.id, part.name, part.arguments)
+            else:
+                calls[part.index] = ToolCall(call.id, call.name, call.arguments + part.arguments)
+        return [calls[i] for i in sorted(calls)]
+
+    @property
+    def answer(self) -> str:
+        """What the audit keeps of the answer: the text, and the tool calls if any."""
+        if not self.tool_call_parts:
+            return self.text
+        return msgspec.json.encode({"content": self.text, "tool_calls": self.tool_calls}).decode()
+
     async def deltas(self) -> AsyncIterator[str]:
         """Yield text as it arrives; raise the worker's error if it fails mid-way."""
+        async for delta in self.updates():
+            if delta.text:
+                yield delta.text
+
+    async def updates(self) -> AsyncIterator[Delta]:
+        """Yield the worker's deltas (text and tool-call pieces) as they arrive; raise the
+        worker's error if it fails mid-way."""
         self.prompt_tokens = self.started.prompt_tokens
         try:
             async for event in self._events:
@@ -142,8 +178,9 @@ class JobRun:
                     if self.first_token_at is None:
                         self.first_token_at = time.perf_counter()
                     self.text_parts.append(event.text)
+                    self.tool_call_parts.extend(event.tool_calls)
                     self.completion_tokens = event.completion_tokens
-                    yield event.text
+                    yield event
                 elif isinstance(event, Finished):
                     self.finish_reason = event.finish_reason
                     self.prompt_tokens = event.prompt_tokens
@@ -157,7 +194,7 @@ class JobRun:
             raise
 
     async def collect(self) -> str:
-        async for _ in self.deltas():
+        async for _ in self.updates():
             pass
         return self.text
 
@@ -244,6 +281,7 @@ class InferenceService:
                 messages=request.messages,
                 prompt=request.prompt,
                 echo=request.echo,
+                tools=request.tools,
                 start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
                 **self._schedule(principal, request),
             )
@@ -311,7 +349,7 @@ class InferenceService:
             await self.quotas.settle(run.request_id, run.prompt_tokens + run.completion_tokens)
         entry = self._entry(run._principal, run.request_id, run._request, "outcome", status)
         latency_ms = int((time.monotonic() - run._started_at) * 1000)
-        answer = run.text
+        answer = run.answer
         entry = AuditEntry(
             **{
                 **entry.__dict__,

@@ -131,6 +131,9 @@ class WorkerSettings(_Section):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     cpu_kvcache_space_gib: int = Field(default=4, ge=1)
+    tool_call_parser: str = ""
+    """vLLM's tool-call parser for the model's own syntax (e.g. ``hermes``), needed for
+    ``tool_choice: "auto"``; ``required`` and a named function work without one."""
     failpoint: str | None = None
     """Fault injection for tests only: ``hold_before_generate`` claims jobs and never runs them."""
 

@@ -41,6 +41,7 @@ async def run_worker(settings: Settings) -> None:
         dtype=settings.worker.dtype,
         enforce_eager=settings.worker.enforce_eager,
         gpu_memory_utilization=settings.worker.gpu_memory_utilization,
+        tool_call_parser=settings.worker.tool_call_parser,
     )
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

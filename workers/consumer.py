@@ -225,7 +225,9 @@ class Consumer:
         return False
 
     async def _generate(self, job: Job) -> None:
-        prompt: Prompt = ChatPrompt(job.messages) if job.kind == "chat" else TextPrompt(job.prompt)
+        prompt: Prompt = (
+            ChatPrompt(job.messages, job.tools) if job.kind == "chat" else TextPrompt(job.prompt)
+        )
         has_streamed = False
         charged = 0  # output tokens charged to the job's queue so far
         try:
@@ -244,10 +246,9 @@ class Consumer:
                     has_streamed = True
                 self._publisher.charge(job, out.completion_tokens - charged)
                 charged = out.completion_tokens
-                if out.text:
-                    self._publisher.send(
-                        job.reply_to, Delta(job.id, out.text, out.completion_tokens)
-                    )
+                if out.text or out.tool_calls:
+                    delta = Delta(job.id, out.text, out.completion_tokens, out.tool_calls)
+                    self._publisher.send(job.reply_to, delta)
                 if out.finish_reason is not None:
                     finished = Finished(
                         job.id, out.finish_reason, out.prompt_tokens, out.completion_tokens
@@ -360,6 +361,7 @@ class Consumer:
                 heartbeat_at=now,
                 draining=self._draining,
                 architecture=info.architecture,
+                tool_parser=info.tool_parser,
             )
         )
         ttl_s = max(1, int(self._worker_ttl_s))

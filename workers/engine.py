@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.queue.protocol import ChatMessage, SamplingOptions
+from gateway.queue.protocol import ChatMessage, SamplingOptions, ToolCallDelta, Tools
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,14 @@ class EngineInfo:
     chat_template: str = ""
     generation_defaults: Mapping[str, Any] = field(default_factory=dict)
     """Sampling defaults from the model's generation config (e.g. temperature)."""
+    tool_parser: str = ""
+    """The parser of the model's tool-call syntax; empty: no ``tool_choice: "auto"``."""
 
 
 @dataclass(frozen=True)
 class ChatPrompt:
     messages: tuple[ChatMessage, ...]
+    tools: Tools | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class EngineOutput:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 class EngineRequestError(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,20 @@ for _name in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFOR
 
 from vllm import SamplingParams  # noqa: E402
 from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: E402
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest  # noqa: E402
 from vllm.exceptions import VLLMValidationError  # noqa: E402
 from vllm.inputs import tokens_input  # noqa: E402
 from vllm.renderers import ChatParams  # noqa: E402
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams  # noqa: E402
+from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager  # noqa: E402
 from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 
-from gateway.queue.protocol import SamplingOptions  # noqa: E402
+from gateway.queue.protocol import (  # noqa: E402
+    ChatMessage,
+    SamplingOptions,
+    ToolCallDelta,
+    Tools,
+)
 from workers.engine import (  # noqa: E402
     ChatPrompt,
     EngineInfo,
@@ -34,6 +41,7 @@ from workers.engine import (  # noqa: E402
     EngineRequestError,
     Prompt,
 )
+from workers.tool_calls import TOOL_CALLS, Extracted, extractor_for  # noqa: E402
 
 # SamplingOptions fields passed through unchanged when set; None leaves the default.
 _OPTIONAL_FIELDS = (
@@ -48,8 +56,92 @@ _OPTIONAL_FIELDS = (
 )
 # Model generation-config defaults vLLM's OpenAI server applies to unset fields.
 _MODEL_DEFAULT_FIELDS = frozenset(_OPTIONAL_FIELDS) - {"seed"}
-# What vLLM's chat endpoint passes to the chat template for a plain chat request.
-_CHAT_PARAMS = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+
+
+def chat_params(tools: Tools | None) -> ChatParams:
+    """What vLLM's chat endpoint passes to the chat template: the generation prompt, and the
+    tools offered (also with ``tool_choice: "none"``, as vLLM does by default)."""
+    kwargs: dict[str, Any] = {"add_generation_prompt": True}
+    if tools is not None:
+        kwargs["tools"] = json.loads(tools.functions)
+    return ChatParams(chat_template_kwargs=kwargs)
+
+
+def template_message(message: ChatMessage) -> dict[str, Any]:
+    """A chat turn as chat templates read it (vLLM turns arguments into objects)."""
+    turn: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        turn["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        turn["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        turn["name"] = message.name
+    return turn
+
+
+class ParsedToolCalls:
+    """``tool_choice: "auto"``: the model's own syntax, read by one of vLLM's tool parsers.
+
+    Streams what the parser finds step by step; at the end, reconciles with the parser's
+    reading of the whole text, so nothing it held back (a partial tag) is lost.
+    """
+
+    def __init__(
+        self, parser: ToolParser, request: ChatCompletionRequest, *, keeps_special_tokens: bool
+    ) -> None:
+        self.keeps_special_tokens = keeps_special_tokens
+        self._parser = parser
+        self._request = request
+        self._text = ""
+        self._token_ids: list[int] = []
+        self._sent_text = ""
+        self._sent_args: dict[int, str] = {}
+
+    def feed(self, text: str, token_ids: Sequence[int]) -> Extracted:
+        previous_text, previous_ids = self._text, list(self._token_ids)
+        self._text += text
+        self._token_ids.extend(token_ids)
+        delta = self._parser.extract_tool_calls_streaming(
+            previous_text,
+            self._text,
+            text,
+            previous_ids,
+            self._token_ids,
+            token_ids,
+            self._request,
+        )
+        if delta is None:
+            return Extracted()
+        calls = []
+        for call in delta.tool_calls:
+            function = call.function
+            name = (function.name if function else None) or ""
+            arguments = (function.arguments if function else None) or ""
+            self._sent_args[call.index] = self._sent_args.get(call.index, "") + arguments
+            calls.append(ToolCallDelta(call.index, call.id or "", name, arguments))
+        self._sent_text += delta.content or ""
+        return Extracted(delta.content or "", tuple(calls))
+
+    def finish(self, finish_reason: str) -> tuple[Extracted, str]:
+        final = self._parser.extract_tool_calls(self._text, self._request)
+        if not final.tools_called:
+            rest = (
+                self._text[len(self._sent_text) :] if self._text.startswith(self._sent_text) else ""
+            )
+            return Extracted(text=rest), finish_reason
+        calls = []
+        for index, call in enumerate(final.tool_calls):
+            sent = self._sent_args.get(index)
+            arguments = call.function.arguments
+            if sent is None:
+                calls.append(ToolCallDelta(index, call.id, call.function.name, arguments))
+            elif arguments.startswith(sent) and len(arguments) > len(sent):
+                calls.append(ToolCallDelta(index, arguments=arguments[len(sent) :]))
+        reason = TOOL_CALLS if finish_reason == "stop" else finish_reason
+        return Extracted(tool_calls=tuple(calls)), reason
 
 
 def _request_error(exc: VLLMValidationError) -> EngineRequestError:
@@ -62,6 +154,7 @@ def to_sampling_params(
     *,
     default_max_tokens: int,
     model_defaults: Mapping[str, Any] | None = None,
+    skip_special_tokens: bool = True,
 ) -> SamplingParams:
     """Map OpenAI sampling options to vLLM's; raise EngineRequestError on invalid values.
 
@@ -90,7 +183,7 @@ def to_sampling_params(
             max_tokens=max_tokens,
             stop=list(options.stop),
             ignore_eos=options.ignore_eos,
-            skip_special_tokens=True,
+            skip_special_tokens=skip_special_tokens,
             output_kind=RequestOutputKind.DELTA,
         )
     except VLLMValidationError as exc:
@@ -127,9 +220,12 @@ def fit_max_tokens(
 class VllmEngine:
     """An InferenceEngine over one AsyncLLM; build it with ``start_vllm_engine``."""
 
-    def __init__(self, llm: AsyncLLM, info: EngineInfo) -> None:
+    def __init__(
+        self, llm: AsyncLLM, info: EngineInfo, tool_parser: type[ToolParser] | None = None
+    ) -> None:
         self._llm = llm
         self._info = info
+        self._tool_parser = tool_parser
         self._model_defaults = llm.model_config.get_diff_sampling_param()
         self._vocab_size = llm.model_config.get_vocab_size()
 
@@ -142,7 +238,8 @@ class VllmEngine:
     ) -> AsyncGenerator[EngineOutput, None]:
         """Stream per-step deltas; the last output carries the engine's finish reason.
 
-        finish_reason is "stop" or "length", or "abort" when ``abort()`` ended the request.
+        finish_reason is "stop" or "length" ("tool_calls" when the model called tools), or
+        "abort" when ``abort()`` ended the request.
         """
         prompt_param = "messages" if isinstance(prompt, ChatPrompt) else "prompt"
         if sampling.logit_bias and sampling.logit_bias[-1][0] >= self._vocab_size:
@@ -152,13 +249,22 @@ class VllmEngine:
                 code="invalid_value",
                 param="logit_bias",
             )
+        tools = prompt.tools if isinstance(prompt, ChatPrompt) else None
+        parsed = self._parsed if self._tool_parser is not None else None
+        extractor = extractor_for(tools, self._info.model, parsed)
+        skip_special_tokens = not (
+            isinstance(extractor, ParsedToolCalls) and extractor.keeps_special_tokens
+        )
         token_ids = await self._prompt_token_ids(prompt)
         prompt_tokens = len(token_ids)
         budget = fit_max_tokens(
             prompt_tokens, sampling.max_tokens, self._info.max_context, prompt_param=prompt_param
         )
         params = to_sampling_params(
-            sampling, default_max_tokens=budget, model_defaults=self._model_defaults
+            sampling,
+            default_max_tokens=budget,
+            model_defaults=self._model_defaults,
+            skip_special_tokens=skip_special_tokens,
         )
         # A ready TokensInput: raw TokensPrompt dicts are deprecated input in vLLM 0.32.
         stream = self._llm.generate(tokens_input(token_ids), params, request_id)
@@ -167,11 +273,20 @@ class VllmEngine:
             async for output in stream:
                 completion = output.outputs[0]
                 completion_tokens += len(completion.token_ids)
+                text, reason = completion.text, completion.finish_reason
+                calls: tuple[ToolCallDelta, ...] = ()
+                if extractor is not None:
+                    step = extractor.feed(completion.text, completion.token_ids)
+                    text, calls = step.text, step.tool_calls
+                    if reason is not None:
+                        rest, reason = extractor.finish(reason)
+                        text, calls = text + rest.text, calls + rest.tool_calls
                 yield EngineOutput(
-                    text=completion.text,
+                    text=text,
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
-                    finish_reason=completion.finish_reason,
+                    finish_reason=reason,
+                    tool_calls=calls,
                 )
         except VLLMValidationError as exc:
             raise _request_error(exc) from exc
@@ -179,6 +294,22 @@ class VllmEngine:
             # AsyncLLM.generate aborts the request when it sees GeneratorExit or
             # CancelledError; closing it here covers our own early close.
             await stream.aclose()
+
+    def _parsed(self, tools: Tools) -> ParsedToolCalls:
+        """``auto``: the configured vLLM parser reads the model's own tool-call syntax."""
+        assert self._tool_parser is not None
+        request = ChatCompletionRequest.model_validate(
+            {
+                "model": self._info.model,
+                "messages": [],
+                "tools": json.loads(tools.functions),
+                "tool_choice": "auto",
+            }
+        )
+        parser = self._tool_parser(self._llm.get_tokenizer(), list(request.tools or ()))
+        # Some models' tool-call tags are special tokens: the parser says whether to keep them.
+        keeps_special = not parser.adjust_request(request).skip_special_tokens
+        return ParsedToolCalls(parser, request, keeps_special_tokens=keeps_special)
 
     async def _prompt_token_ids(self, prompt: Prompt) -> list[int]:
         """Tokenize like vLLM's chat and completions endpoints (no double special tokens)."""
@@ -192,8 +323,10 @@ class VllmEngine:
 
     async def _chat_token_ids(self, prompt: ChatPrompt) -> list[int]:
         """Apply the chat template with the generation prompt, tokenizing in the same call."""
-        messages: list[Any] = [{"role": m.role, "content": m.content} for m in prompt.messages]
-        _, rendered = await self._llm.renderer.render_messages_async(messages, _CHAT_PARAMS)
+        messages: list[Any] = [template_message(m) for m in prompt.messages]
+        _, rendered = await self._llm.renderer.render_messages_async(
+            messages, chat_params(prompt.tools)
+        )
         token_ids = rendered.get("prompt_token_ids")
         if not isinstance(token_ids, list):
             raise RuntimeError("vLLM rendered the chat without token ids")
@@ -237,6 +370,7 @@ async def start_vllm_engine(
     dtype: str,
     enforce_eager: bool,
     gpu_memory_utilization: float,
+    tool_call_parser: str = "",
 ) -> VllmEngine:
     """Load the model from a local directory and start the engine core process.
 
@@ -254,6 +388,11 @@ async def start_vllm_engine(
         disable_log_stats=True,
         enable_log_requests=False,
     )
+    try:
+        parser = ToolParserManager.get_tool_parser(tool_call_parser) if tool_call_parser else None
+    except KeyError:
+        known = ", ".join(ToolParserManager.list_registered())
+        raise SystemExit(f"unknown tool-call parser {tool_call_parser!r}; known: {known}") from None
     llm = AsyncLLM.from_engine_args(args)
     info = EngineInfo(
         model=served_model_name,
@@ -263,5 +402,6 @@ async def start_vllm_engine(
         architecture=str(getattr(llm.model_config.hf_config, "model_type", "") or ""),
         chat_template=str(getattr(llm.get_tokenizer(), "chat_template", "") or ""),
         generation_defaults=llm.model_config.get_diff_sampling_param(),
+        tool_parser=tool_call_parser,
     )
-    return VllmEngine(llm, info)
+    return VllmEngine(llm, info, parser)

@@ -15,10 +15,11 @@ from gateway.api import sse
 from gateway.api.intake import abandon_unless_settled, admit, collect
 from gateway.api.sampling import refuse_unsupported, sampling_options
 from gateway.api.structured import response_format
+from gateway.api.tools import assistant_tool_calls, tool_message, tools_of
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError, InvalidRequest
 from gateway.inference import InferenceRequest, InferenceService, JobRun, service_tier_of
-from gateway.queue.protocol import ChatMessage
+from gateway.queue.protocol import ChatMessage, ToolCall, ToolCallDelta
 from gateway.schemas.chat_completions import (
     AssistantMessage,
     ChatCompletion,
@@ -28,6 +29,10 @@ from gateway.schemas.chat_completions import (
     Choice,
     ChunkChoice,
     ChunkDelta,
+    FunctionCall,
+    FunctionCallDelta,
+    ToolCallChunk,
+    ToolCallOut,
     Usage,
 )
 from gateway.settings import HttpSettings
@@ -51,30 +56,72 @@ def flatten_content(message: ChatMessageIn, index: int) -> str:
     return "".join(texts)
 
 
+def chat_message(message: ChatMessageIn, index: int) -> ChatMessage:
+    calls = assistant_tool_calls(message.tool_calls, f"messages[{index}].tool_calls")
+    if calls and message.role != "assistant":
+        raise InvalidRequest(
+            f"Only assistant messages may carry tool_calls (messages[{index}].role is "
+            f"'{message.role}').",
+            param=f"messages[{index}].tool_calls",
+        )
+    converted = ChatMessage(
+        role=message.role,
+        content=flatten_content(message, index),
+        tool_calls=calls,
+        tool_call_id=message.tool_call_id,
+        name=message.name,
+    )
+    return tool_message(converted, index)
+
+
 def to_inference_request(body: ChatCompletionRequest) -> InferenceRequest:
-    refuse_unsupported(
-        n=body.n,
-        logprobs=body.logprobs,
-        top_logprobs=body.top_logprobs,
-        tools=body.tools,
-        tool_choice=body.tool_choice if body.tool_choice != "none" else None,
+    refuse_unsupported(n=body.n, logprobs=body.logprobs, top_logprobs=body.top_logprobs)
+    tools, forced = tools_of(
+        body.tools,
+        body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
         functions=body.functions,
         function_call=body.function_call,
     )
-    messages = tuple(
-        ChatMessage(role=m.role, content=flatten_content(m, i)) for i, m in enumerate(body.messages)
-    )
+    messages = tuple(chat_message(m, i) for i, m in enumerate(body.messages))
     max_tokens = body.max_completion_tokens or body.max_tokens
+    sampling = sampling_options(body, max_tokens=max_tokens)
+    # Forced tool calls decode to their schema, in place of any response_format (as vLLM).
+    structured = (
+        {"json_schema": forced, "json_object": False}
+        if forced is not None
+        else response_format(body.response_format)
+    )
     return InferenceRequest(
         endpoint=ENDPOINT,
         model=body.model,
         kind="chat",
-        sampling=msgspec.structs.replace(
-            sampling_options(body, max_tokens=max_tokens), **response_format(body.response_format)
-        ),
+        sampling=msgspec.structs.replace(sampling, **structured),
         messages=messages,
         service_tier=body.service_tier,
+        tools=tools,
     )
+
+
+def tool_call_chunks(parts: tuple[ToolCallDelta, ...]) -> list[ToolCallChunk] | None:
+    """The worker's tool-call pieces framed as OpenAI's stream chunks."""
+    if not parts:
+        return None
+    return [
+        ToolCallChunk(
+            index=p.index,
+            id=p.id or None,
+            type="function" if p.id else None,
+            function=FunctionCallDelta(name=p.name or None, arguments=p.arguments),
+        )
+        for p in parts
+    ]
+
+
+def tool_calls_out(calls: list[ToolCall]) -> list[ToolCallOut] | msgspec.UnsetType:
+    if not calls:
+        return msgspec.UNSET
+    return [ToolCallOut(c.id, FunctionCall(c.name, c.arguments)) for c in calls]
 
 
 def _usage(run: JobRun) -> Usage:
@@ -96,8 +143,10 @@ async def _stream(run: JobRun, body: ChatCompletionRequest) -> AsyncIterator[byt
 
     try:
         yield chunk(ChunkDelta(role="assistant", content=""))
-        async for text in run.deltas():
-            yield chunk(ChunkDelta(content=text))
+        async for delta in run.updates():
+            calls = tool_call_chunks(delta.tool_calls)
+            if delta.text or calls:
+                yield chunk(ChunkDelta(content=delta.text or None, tool_calls=calls))
         yield chunk(ChunkDelta(), run.finish_reason or "stop")
         if include_usage:
             yield sse.frame(
@@ -141,7 +190,9 @@ class ChatCompletionsController(Controller):
                 headers=sse.headers(run.request_id) | run.ratelimit_headers,
             )
         await collect(request, run)
-        choice = Choice(0, AssistantMessage(run.text), run.finish_reason or "stop")
+        calls = tool_calls_out(run.tool_calls)
+        message = AssistantMessage(run.text or None if calls else run.text, tool_calls=calls)
+        choice = Choice(0, message, run.finish_reason or "stop")
         completion = ChatCompletion(
             run.request_id,
             int(time.time()),

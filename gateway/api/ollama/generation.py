@@ -20,6 +20,7 @@ from gateway.api.ollama.translate import (
     chat_request,
     enclave_name,
     generate_request,
+    ollama_tool_calls,
     timestamp,
 )
 from gateway.auth.authenticator import Authenticator
@@ -31,6 +32,7 @@ from gateway.schemas.ollama import (
     ChatRequest,
     GenerateChunk,
     GenerateRequest,
+    ToolCall,
 )
 from gateway.settings import HttpSettings, OllamaSettings
 
@@ -41,16 +43,16 @@ MEDIA_TYPE = "application/x-ndjson"
 _encoder = msgspec.json.Encoder()
 B = TypeVar("B", ChatRequest, GenerateRequest)
 
-# The text of one piece of the answer, as a chat or generate object (not yet done).
-Piece = Callable[[str, str, str], msgspec.Struct]
+# One piece of the answer (model, time, text, tool calls), as a chat or generate object.
+Piece = Callable[[str, str, str, list[ToolCall]], msgspec.Struct]
 
 
-def chat_piece(model: str, at: str, text: str) -> msgspec.Struct:
-    return ChatChunk(model, at, AssistantMessage(text))
+def chat_piece(model: str, at: str, text: str, calls: list[ToolCall]) -> msgspec.Struct:
+    return ChatChunk(model, at, AssistantMessage("assistant", text, calls or None))
 
 
-def generate_piece(model: str, at: str, text: str) -> msgspec.Struct:
-    return GenerateChunk(model, at, text)
+def generate_piece(model: str, at: str, text: str, calls: list[ToolCall]) -> msgspec.Struct:
+    return GenerateChunk(model, at, text)  # /api/generate offers no tools
 
 
 def line(payload: Any) -> bytes:
@@ -67,8 +69,11 @@ def last(piece: msgspec.Struct, clock: Clock, run: JobRun) -> dict[str, Any]:
 async def ndjson(run: JobRun, model: str, piece: Piece, clock: Clock) -> AsyncIterator[bytes]:
     try:
         async for text in run.deltas():
-            yield line(piece(model, timestamp(), text))
-        yield line(last(piece(model, timestamp(), ""), clock, run))
+            yield line(piece(model, timestamp(), text, []))
+        calls, unparsed = ollama_tool_calls(run.tool_calls)
+        if calls or unparsed:  # Ollama sends the calls in a piece of their own
+            yield line(piece(model, timestamp(), unparsed, calls))
+        yield line(last(piece(model, timestamp(), "", []), clock, run))
     except EnclaveError as exc:
         yield line({"error": exc.message})
     finally:
@@ -87,7 +92,9 @@ async def answer(
     if stream:
         return Stream(ndjson(run, model, piece, clock), media_type=MEDIA_TYPE, headers=headers)
     await collect(request, run)
-    return Response(last(piece(model, timestamp(), run.text), clock, run), headers=headers)
+    calls, unparsed = ollama_tool_calls(run.tool_calls)
+    answered = piece(model, timestamp(), run.text + unparsed, calls)
+    return Response(last(answered, clock, run), headers=headers)
 
 
 def loaded(piece: msgspec.Struct) -> dict[str, Any]:
@@ -129,7 +136,7 @@ async def generation(
         model = enclave_name(body.model, aliases)
         if is_load(body):
             await inference.find_worker(model, principal)
-            return Response(loaded(piece(body.model, timestamp(), "")))
+            return Response(loaded(piece(body.model, timestamp(), "", [])))
         job = convert(body, endpoint, model)
         run = await start(request, inference, intake, principal, job)
     return await answer(request, run, body.model, body.stream, piece, clock)

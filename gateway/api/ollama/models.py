@@ -155,7 +155,7 @@ class OllamaModelsController(Controller):
                 "general.architecture": arch,
                 f"{arch}.context_length": worker.max_context,
             },
-            capabilities=["completion"],
+            capabilities=["completion", "tools"] if worker.tool_parser else ["completion"],
             modified_at=timestamp(worker.heartbeat_at),
         )
 

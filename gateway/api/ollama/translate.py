@@ -7,16 +7,28 @@ Model names: an operator maps Ollama names (``name:tag``) to Enclave model names
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.api.structured import ollama_format
+from gateway.api.tools import tools_of
 from gateway.errors import InvalidRequest
 from gateway.inference import InferenceRequest, JobRun
-from gateway.queue.protocol import ChatMessage, SamplingOptions
-from gateway.schemas.ollama import ChatRequest, Final, GenerateRequest, Message, Options
+from gateway.queue.protocol import ChatMessage, SamplingOptions, ToolCall
+from gateway.schemas.ollama import (
+    ChatRequest,
+    Final,
+    FunctionCall,
+    GenerateRequest,
+    Message,
+    Options,
+)
+from gateway.schemas.ollama import ToolCall as OllamaToolCall
 
 LATEST = ":latest"
 ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -26,6 +38,8 @@ NEUTRAL = {
     "tfs_z": 1.0,
     "typical_p": 1.0,
 }
+# Ollama reports "stop" after tool calls too.
+OLLAMA_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop"}
 UNSUPPORTED = ("mirostat_tau", "mirostat_eta", "repeat_last_n", "penalize_newline")
 
 
@@ -87,22 +101,63 @@ def refuse_unsupported(**fields: object) -> None:
             raise InvalidRequest(f"{name} is not supported by this server yet", param=name)
 
 
+def sent_tool_calls(calls: list[Any] | None) -> tuple[ToolCall, ...]:
+    """An assistant turn's ``tool_calls`` as Ollama clients send them back (arguments as an
+    object, the id optional)."""
+    converted = []
+    for raw in calls or []:
+        function = raw.get("function") if isinstance(raw, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidRequest(
+                "invalid tool call: expected a function with a name", param="messages"
+            )
+        arguments = function.get("arguments", {})
+        if not isinstance(arguments, dict):
+            raise InvalidRequest("invalid tool call: arguments must be an object", param="messages")
+        call_id = raw.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+        converted.append(ToolCall(str(call_id), function["name"], json.dumps(arguments)))
+    return tuple(converted)
+
+
 def chat_message(message: Message) -> ChatMessage:
     if message.role not in ROLES:
         raise InvalidRequest(f"invalid role: {message.role}", param="messages")
-    refuse_unsupported(images=message.images, tool_calls=message.tool_calls)
-    return ChatMessage(role=message.role, content=message.content)
+    refuse_unsupported(images=message.images)
+    return ChatMessage(
+        role=message.role,
+        content=message.content,
+        tool_calls=sent_tool_calls(message.tool_calls),
+        name=message.tool_name,
+    )
 
 
 def chat_request(body: ChatRequest, endpoint: str, model: str) -> InferenceRequest:
-    refuse_unsupported(tools=body.tools)
+    # Ollama's choice is always "auto"; its clients send "tools": [] for none.
+    tools, _ = tools_of(body.tools or None, None)
     return InferenceRequest(
         endpoint=endpoint,
         model=model,
         kind="chat",
         sampling=sampling(body.options, body.format),
         messages=tuple(chat_message(m) for m in body.messages),
+        tools=tools,
     )
+
+
+def ollama_tool_calls(calls: list[ToolCall]) -> tuple[list[OllamaToolCall], str]:
+    """The calls in Ollama's shape, and as text any whose arguments are not a JSON object
+    (cut off by num_predict)."""
+    converted, unparsed = [], ""
+    for call in calls:
+        try:
+            arguments = json.loads(call.arguments)
+        except ValueError:
+            arguments = None
+        if isinstance(arguments, dict):
+            converted.append(OllamaToolCall(FunctionCall(call.name, arguments)))
+        else:
+            unparsed += call.arguments
+    return converted, unparsed
 
 
 def generate_request(body: GenerateRequest, endpoint: str, model: str) -> InferenceRequest:
@@ -138,7 +193,7 @@ class Clock:
         end = time.perf_counter()
         first = run.first_token_at or end
         return Final(
-            done_reason=run.finish_reason or "stop",
+            done_reason=OLLAMA_REASONS.get(run.finish_reason or "stop", "stop"),
             total_duration=nanoseconds(end - self.started),
             load_duration=0,  # models stay loaded in their workers
             prompt_eval_count=run.prompt_tokens,
