@@ -43,6 +43,7 @@ from gateway.queue.protocol import (
     Priority,
     SamplingOptions,
     Started,
+    TokenLogprob,
     ToolCall,
     ToolCallDelta,
     Tools,
@@ -134,6 +135,10 @@ class JobRun:
     first_token_at: float | None = None
     """perf_counter() when the first text arrived."""
     tool_call_parts: list[ToolCallDelta] = field(default_factory=list)
+    choice_parts: dict[int, list[str]] = field(default_factory=dict)
+    """Text of the choices after the first (``n`` > 1), by index."""
+    logprob_parts: dict[int, list[TokenLogprob]] = field(default_factory=dict)
+    finish_reasons: tuple[str, ...] = ()
 
     @property
     def ratelimit_headers(self) -> dict[str, str]:
@@ -142,6 +147,13 @@ class JobRun:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    def choice_text(self, index: int) -> str:
+        return self.text if index == 0 else "".join(self.choice_parts.get(index, ()))
+
+    def choice_finish_reason(self, index: int) -> str:
+        reasons = self.finish_reasons or (self.finish_reason or "stop",)
+        return reasons[index] if index < len(reasons) else "stop"
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -157,7 +169,11 @@ class JobRun:
 
     @property
     def answer(self) -> str:
-        """What the audit keeps of the answer: the text, and the tool calls if any."""
+        """What the audit keeps of the answer: the text; with tool calls, or several
+        choices, a JSON object of them all."""
+        if self._request.sampling.n > 1:
+            choices = [self.choice_text(i) for i in range(self._request.sampling.n)]
+            return msgspec.json.encode({"choices": choices}).decode()
         if not self.tool_call_parts:
             return self.text
         return msgspec.json.encode({"content": self.text, "tool_calls": self.tool_calls}).decode()
@@ -177,12 +193,18 @@ class JobRun:
                 if isinstance(event, Delta):
                     if self.first_token_at is None:
                         self.first_token_at = time.perf_counter()
-                    self.text_parts.append(event.text)
+                    if event.index == 0:
+                        self.text_parts.append(event.text)
+                    else:
+                        self.choice_parts.setdefault(event.index, []).append(event.text)
+                    if event.logprobs:
+                        self.logprob_parts.setdefault(event.index, []).extend(event.logprobs)
                     self.tool_call_parts.extend(event.tool_calls)
                     self.completion_tokens = event.completion_tokens
                     yield event
                 elif isinstance(event, Finished):
                     self.finish_reason = event.finish_reason
+                    self.finish_reasons = event.finish_reasons or (event.finish_reason,)
                     self.prompt_tokens = event.prompt_tokens
                     self.completion_tokens = event.completion_tokens
                     await self.settle(200)
@@ -262,7 +284,12 @@ class InferenceService:
                 retry_after_s=await self.queue.wait_estimate_s(request.model),
             )
         limits = (
-            await self.quotas.admit(principal, request_id, request.text, max_tokens)
+            await self.quotas.admit(
+                principal,
+                request_id,
+                request.text,
+                max_tokens * request.sampling.n if max_tokens is not None else None,
+            )
             if self.quotas is not None
             else None
         )

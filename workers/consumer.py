@@ -230,6 +230,8 @@ class Consumer:
         )
         has_streamed = False
         charged = 0  # output tokens charged to the job's queue so far
+        choices = job.sampling.n
+        reasons: dict[int, str] = {}  # finish reason by choice
         try:
             async for out in self._engine.generate(job.id, prompt, job.sampling):
                 if not has_streamed:
@@ -246,14 +248,29 @@ class Consumer:
                     has_streamed = True
                 self._publisher.charge(job, out.completion_tokens - charged)
                 charged = out.completion_tokens
-                if out.text or out.tool_calls:
-                    delta = Delta(job.id, out.text, out.completion_tokens, out.tool_calls)
+                if out.text or out.tool_calls or out.logprobs:
+                    delta = Delta(
+                        job.id,
+                        out.text,
+                        out.completion_tokens,
+                        out.tool_calls,
+                        out.index,
+                        out.logprobs,
+                    )
                     self._publisher.send(job.reply_to, delta)
                 if out.finish_reason is not None:
-                    finished = Finished(
-                        job.id, out.finish_reason, out.prompt_tokens, out.completion_tokens
-                    )
-                    self._publisher.send(job.reply_to, finished)
+                    reasons[out.index] = out.finish_reason
+                    if len(reasons) == choices or out.finish_reason == "abort":
+                        finished = Finished(
+                            job.id,
+                            reasons.get(0, out.finish_reason),
+                            out.prompt_tokens,
+                            out.completion_tokens,
+                            tuple(reasons.get(i, "abort") for i in range(choices))
+                            if choices > 1
+                            else (),
+                        )
+                        self._publisher.send(job.reply_to, finished)
         except EngineRequestError as exc:
             failed = Failed(
                 job.id, 400, "invalid_request_error", exc.code, exc.message, param=exc.param

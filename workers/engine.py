@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.queue.protocol import ChatMessage, SamplingOptions, ToolCallDelta, Tools
+from gateway.queue.protocol import (
+    ChatMessage,
+    SamplingOptions,
+    TokenLogprob,
+    ToolCallDelta,
+    Tools,
+)
 
 
 @dataclass(frozen=True)
@@ -46,13 +52,16 @@ Prompt = ChatPrompt | TextPrompt
 
 @dataclass(frozen=True)
 class EngineOutput:
-    """One engine step for one request: the new text since the last output."""
+    """One engine step for one choice of a request: the new text since its last output.
+    ``completion_tokens`` counts all choices; ``finish_reason`` ends choice ``index``."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class EngineRequestError(Exception):

@@ -23,6 +23,7 @@ from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: E402
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest  # noqa: E402
 from vllm.exceptions import VLLMValidationError  # noqa: E402
 from vllm.inputs import tokens_input  # noqa: E402
+from vllm.outputs import CompletionOutput  # noqa: E402
 from vllm.renderers import ChatParams  # noqa: E402
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams  # noqa: E402
 from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager  # noqa: E402
@@ -31,8 +32,10 @@ from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 from gateway.queue.protocol import (  # noqa: E402
     ChatMessage,
     SamplingOptions,
+    TokenLogprob,
     ToolCallDelta,
     Tools,
+    TopLogprob,
 )
 from workers.engine import (  # noqa: E402
     ChatPrompt,
@@ -177,10 +180,13 @@ def to_sampling_params(
         values["structured_outputs"] = StructuredOutputsParams(json_object=True)
     if options.logit_bias:
         values["logit_bias"] = dict(options.logit_bias)
+    if options.logprobs is not None:
+        values["logprobs"] = options.logprobs
     try:
         return SamplingParams(
             **values,
             max_tokens=max_tokens,
+            n=options.n,
             stop=list(options.stop),
             ignore_eos=options.ignore_eos,
             skip_special_tokens=skip_special_tokens,
@@ -188,6 +194,35 @@ def to_sampling_params(
         )
     except VLLMValidationError as exc:
         raise _request_error(exc) from exc
+
+
+def token_logprobs(
+    completion: CompletionOutput, top: int | None, hidden: frozenset[int] = frozenset()
+) -> tuple[TokenLogprob, ...]:
+    """The sampled tokens' log probabilities and the ``top`` likeliest alternatives', from
+    vLLM's per-position maps (sampled token plus the top ranks). Tokens in ``hidden`` (the
+    special tokens the text leaves out, such as the end of the turn) are left out too."""
+    if top is None or not completion.logprobs:
+        return ()
+    entries = []
+    for token_id, position in zip(completion.token_ids, completion.logprobs, strict=False):
+        if position is None or token_id not in position or token_id in hidden:
+            continue
+        sampled = position[token_id]
+        ranked = sorted(
+            (lp for lp in position.values() if lp.rank is not None and lp.rank <= top),
+            key=lambda lp: lp.rank or 0,
+        )
+        entries.append(
+            TokenLogprob(
+                sampled.decoded_token or "",
+                max(sampled.logprob, -9999.0),  # OpenAI's floor for -inf
+                tuple(
+                    TopLogprob(lp.decoded_token or "", max(lp.logprob, -9999.0)) for lp in ranked
+                ),
+            )
+        )
+    return tuple(entries)
 
 
 def fit_max_tokens(
@@ -228,6 +263,7 @@ class VllmEngine:
         self._tool_parser = tool_parser
         self._model_defaults = llm.model_config.get_diff_sampling_param()
         self._vocab_size = llm.model_config.get_vocab_size()
+        self._special_ids = frozenset(llm.get_tokenizer().all_special_ids)
 
     @property
     def info(self) -> EngineInfo:
@@ -271,23 +307,29 @@ class VllmEngine:
         completion_tokens = 0
         try:
             async for output in stream:
-                completion = output.outputs[0]
-                completion_tokens += len(completion.token_ids)
-                text, reason = completion.text, completion.finish_reason
-                calls: tuple[ToolCallDelta, ...] = ()
-                if extractor is not None:
-                    step = extractor.feed(completion.text, completion.token_ids)
-                    text, calls = step.text, step.tool_calls
-                    if reason is not None:
-                        rest, reason = extractor.finish(reason)
-                        text, calls = text + rest.text, calls + rest.tool_calls
-                yield EngineOutput(
-                    text=text,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    finish_reason=reason,
-                    tool_calls=calls,
-                )
+                for completion in output.outputs:  # the choices that moved in this step
+                    completion_tokens += len(completion.token_ids)
+                    text, reason = completion.text, completion.finish_reason
+                    calls: tuple[ToolCallDelta, ...] = ()
+                    if extractor is not None:  # one choice only: the gateway sees to it
+                        step = extractor.feed(completion.text, completion.token_ids)
+                        text, calls = step.text, step.tool_calls
+                        if reason is not None:
+                            rest, reason = extractor.finish(reason)
+                            text, calls = text + rest.text, calls + rest.tool_calls
+                    yield EngineOutput(
+                        text=text,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                        finish_reason=reason,
+                        tool_calls=calls,
+                        index=completion.index,
+                        logprobs=token_logprobs(
+                            completion,
+                            sampling.logprobs,
+                            self._special_ids if skip_special_tokens else frozenset(),
+                        ),
+                    )
         except VLLMValidationError as exc:
             raise _request_error(exc) from exc
         finally:

@@ -13,7 +13,8 @@ from litestar.response import Stream
 
 from gateway.api import sse
 from gateway.api.intake import abandon_unless_settled, admit, collect
-from gateway.api.sampling import refuse_unsupported, sampling_options
+from gateway.api.logprobs import chat_choice_logprobs, chat_logprobs
+from gateway.api.sampling import sampling_options
 from gateway.api.structured import response_format
 from gateway.api.tools import assistant_tool_calls, tool_message, tools_of
 from gateway.auth.authenticator import Authenticator
@@ -75,7 +76,7 @@ def chat_message(message: ChatMessageIn, index: int) -> ChatMessage:
 
 
 def to_inference_request(body: ChatCompletionRequest) -> InferenceRequest:
-    refuse_unsupported(n=body.n, logprobs=body.logprobs, top_logprobs=body.top_logprobs)
+    logprobs = chat_logprobs(body.logprobs, body.top_logprobs)
     tools, forced = tools_of(
         body.tools,
         body.tool_choice,
@@ -84,8 +85,14 @@ def to_inference_request(body: ChatCompletionRequest) -> InferenceRequest:
         function_call=body.function_call,
     )
     messages = tuple(chat_message(m, i) for i, m in enumerate(body.messages))
+    if body.n > 1 and tools is not None and tools.choice != "none":
+        raise InvalidRequest(
+            "`n` above 1 with tools is not supported by this server yet.", param="n"
+        )
     max_tokens = body.max_completion_tokens or body.max_tokens
-    sampling = sampling_options(body, max_tokens=max_tokens)
+    sampling = msgspec.structs.replace(
+        sampling_options(body, max_tokens=max_tokens), n=body.n, logprobs=logprobs
+    )
     # Forced tool calls decode to their schema, in place of any response_format (as vLLM).
     structured = (
         {"json_schema": forced, "json_object": False}
@@ -135,19 +142,23 @@ async def _stream(run: JobRun, body: ChatCompletionRequest) -> AsyncIterator[byt
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     tier = service_tier_of(run.priority)
 
-    def chunk(delta: ChunkDelta, finish_reason: str | None = None) -> bytes:
-        choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
+    def chunk(choices: list[ChunkChoice]) -> bytes:
         return sse.frame(
-            ChatCompletionChunk(run.request_id, created, body.model, [choice], service_tier=tier)
+            ChatCompletionChunk(run.request_id, created, body.model, choices, service_tier=tier)
         )
 
     try:
-        yield chunk(ChunkDelta(role="assistant", content=""))
+        for index in range(body.n):
+            yield chunk([ChunkChoice(index, ChunkDelta(role="assistant", content=""))])
         async for delta in run.updates():
             calls = tool_call_chunks(delta.tool_calls)
-            if delta.text or calls:
-                yield chunk(ChunkDelta(content=delta.text or None, tool_calls=calls))
-        yield chunk(ChunkDelta(), run.finish_reason or "stop")
+            logprobs = chat_choice_logprobs(delta.logprobs if body.logprobs else None)
+            if delta.text or calls or logprobs:
+                content = ChunkDelta(content=delta.text or None, tool_calls=calls)
+                yield chunk([ChunkChoice(delta.index, content, logprobs=logprobs)])
+        for index in range(body.n):
+            reason = run.choice_finish_reason(index)
+            yield chunk([ChunkChoice(index, ChunkDelta(), finish_reason=reason)])
         if include_usage:
             yield sse.frame(
                 ChatCompletionChunk(
@@ -191,13 +202,18 @@ class ChatCompletionsController(Controller):
             )
         await collect(request, run)
         calls = tool_calls_out(run.tool_calls)
-        message = AssistantMessage(run.text or None if calls else run.text, tool_calls=calls)
-        choice = Choice(0, message, run.finish_reason or "stop")
+        choices = []
+        for index in range(body.n):
+            text = run.choice_text(index)
+            message = AssistantMessage(text or None if calls else text, tool_calls=calls)
+            logprobs = run.logprob_parts.get(index, []) if body.logprobs else None
+            reason = run.choice_finish_reason(index)
+            choices.append(Choice(index, message, reason, chat_choice_logprobs(logprobs)))
         completion = ChatCompletion(
             run.request_id,
             int(time.time()),
             body.model,
-            [choice],
+            choices,
             _usage(run),
             service_tier=service_tier_of(run.priority),
         )

@@ -6,30 +6,39 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
 from gateway.api import sse
 from gateway.api.intake import abandon_unless_settled, admit, collect
+from gateway.api.logprobs import completion_logprobs, legacy_logprobs
 from gateway.api.sampling import refuse_unsupported, sampling_options
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError, InvalidRequest
 from gateway.inference import InferenceRequest, InferenceService, JobRun
 from gateway.schemas.chat_completions import Usage
-from gateway.schemas.completions import Completion, CompletionChoice, CompletionRequest
+from gateway.schemas.completions import (
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
 from gateway.settings import HttpSettings
 
 ENDPOINT = "/v1/completions"
 
 
 def to_inference_request(body: CompletionRequest) -> InferenceRequest:
-    refuse_unsupported(
-        n=body.n,
-        best_of=body.best_of,
-        suffix=body.suffix,
-        logprobs=body.logprobs,
-    )
+    refuse_unsupported(best_of=body.best_of if body.best_of != body.n else None, suffix=body.suffix)
+    logprobs = completion_logprobs(body.logprobs)
+    if logprobs is not None and body.echo:
+        raise InvalidRequest(
+            "`echo` with `logprobs` (the prompt's log probabilities) is not supported by this "
+            "server yet.",
+            param="echo",
+        )
     if isinstance(body.prompt, list):
         if len(body.prompt) != 1:
             raise InvalidRequest("Only one prompt per request is supported.", param="prompt")
@@ -40,7 +49,9 @@ def to_inference_request(body: CompletionRequest) -> InferenceRequest:
         endpoint=ENDPOINT,
         model=body.model,
         kind="completion",
-        sampling=sampling_options(body, max_tokens=body.max_tokens),
+        sampling=msgspec.structs.replace(
+            sampling_options(body, max_tokens=body.max_tokens), n=body.n, logprobs=logprobs
+        ),
         prompt=prompt,
         echo=body.echo,
     )
@@ -52,20 +63,31 @@ def _usage(run: JobRun) -> Usage:
     )
 
 
+def _choice_logprobs(run: JobRun, body: CompletionRequest, index: int) -> CompletionLogprobs | None:
+    if body.logprobs is None:
+        return None
+    return legacy_logprobs(run.logprob_parts.get(index, []))
+
+
 async def _stream(run: JobRun, body: CompletionRequest, prompt: str) -> AsyncIterator[bytes]:
     created = int(time.time())
     include_usage = body.stream_options is not None and body.stream_options.include_usage
+    offsets = dict.fromkeys(range(body.n), len(prompt) if body.echo else 0)
 
-    def chunk(text: str, finish_reason: str | None = None) -> bytes:
-        choice = CompletionChoice(text=text, index=0, finish_reason=finish_reason)
-        return sse.frame(Completion(run.request_id, created, body.model, [choice]))
+    def chunk(choices: list[CompletionChoice]) -> bytes:
+        return sse.frame(Completion(run.request_id, created, body.model, choices))
 
     try:
         if body.echo:
-            yield chunk(prompt)
-        async for text in run.deltas():
-            yield chunk(text)
-        yield chunk("", run.finish_reason or "stop")
+            yield chunk([CompletionChoice(text=prompt, index=i) for i in range(body.n)])
+        async for delta in run.updates():
+            logprobs = None
+            if body.logprobs is not None:
+                logprobs = legacy_logprobs(delta.logprobs, offsets[delta.index])
+                offsets[delta.index] += sum(len(e.token) for e in delta.logprobs)
+            if delta.text or logprobs:
+                yield chunk([CompletionChoice(delta.text, delta.index, logprobs=logprobs)])
+        yield chunk([CompletionChoice("", i, run.choice_finish_reason(i)) for i in range(body.n)])
         if include_usage:
             yield sse.frame(Completion(run.request_id, created, body.model, [], usage=_usage(run)))
         yield sse.DONE
@@ -104,10 +126,18 @@ class CompletionsController(Controller):
                 headers=sse.headers(run.request_id) | run.ratelimit_headers,
             )
         await collect(request, run)
-        text = job.prompt + run.text if body.echo else run.text
-        choice = CompletionChoice(text=text, index=0, finish_reason=run.finish_reason or "stop")
+        echoed = job.prompt if body.echo else ""
+        choices = [
+            CompletionChoice(
+                text=echoed + run.choice_text(i),
+                index=i,
+                finish_reason=run.choice_finish_reason(i),
+                logprobs=_choice_logprobs(run, body, i),
+            )
+            for i in range(body.n)
+        ]
         completion = Completion(
-            run.request_id, int(time.time()), body.model, [choice], usage=_usage(run)
+            run.request_id, int(time.time()), body.model, choices, usage=_usage(run)
         )
         return Response(
             completion, headers={"x-request-id": run.request_id} | run.ratelimit_headers

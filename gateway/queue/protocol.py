@@ -70,6 +70,11 @@ class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     """The answer must be a JSON object (no schema)."""
     logit_bias: tuple[tuple[int, float], ...] = ()
     """(token id, bias in [-100, 100]) pairs added to the logits before sampling."""
+    n: int = 1
+    """Choices to sample for the one prompt."""
+    logprobs: int | None = None
+    """Report each sampled token's log probability and the ``logprobs`` likeliest
+    alternatives' (0: the sampled token only); None: none."""
 
 
 class Job(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -132,13 +137,29 @@ class ToolCallDelta(msgspec.Struct, frozen=True, omit_defaults=True):
     arguments: str = ""
 
 
+class TopLogprob(msgspec.Struct, frozen=True, array_like=True):
+    token: str
+    logprob: float
+
+
+class TokenLogprob(msgspec.Struct, frozen=True, array_like=True):
+    """A sampled token's text and log probability, and the likeliest tokens' in its place."""
+
+    token: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
 class Delta(msgspec.Struct, frozen=True, tag_field="event", tag="delta"):
-    """New text, coalesced per engine step; ``completion_tokens`` is the running total."""
+    """New text of choice ``index``, coalesced per engine step; ``completion_tokens`` is the
+    running total over all choices."""
 
     job_id: str
     text: str
     completion_tokens: int
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class Finished(msgspec.Struct, frozen=True, tag_field="event", tag="finished"):
@@ -148,6 +169,8 @@ class Finished(msgspec.Struct, frozen=True, tag_field="event", tag="finished"):
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reasons: tuple[str, ...] = ()
+    """Every choice's reason, by index, when the job sampled more than one."""
 
 
 class Failed(msgspec.Struct, frozen=True, tag_field="event", tag="failed"):

@@ -38,7 +38,7 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     max_completion_tokens: PositiveInt | None = None
     temperature: Temperature | None = None
     top_p: Probability | None = None
-    n: PositiveInt = 1
+    n: Annotated[int, Meta(ge=1, le=128)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | Annotated[list[str], Meta(max_length=16)] | None = None
@@ -47,7 +47,7 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     frequency_penalty: Penalty | None = None
     user: str | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     logit_bias: dict[str, float] | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None
@@ -91,11 +91,29 @@ class AssistantMessage(msgspec.Struct, frozen=True):
     """Present only when the model called tools, as in OpenAI's answers."""
 
 
+class TopLogprobOut(msgspec.Struct, frozen=True):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobOut(msgspec.Struct, frozen=True):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprobOut]
+
+
+class ChoiceLogprobs(msgspec.Struct, frozen=True):
+    content: list[TokenLogprobOut] | None
+    refusal: None = None
+
+
 class Choice(msgspec.Struct, frozen=True):
     index: int
     message: AssistantMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(msgspec.Struct, frozen=True):
@@ -133,7 +151,7 @@ class ChunkChoice(msgspec.Struct, frozen=True):
     index: int
     delta: ChunkDelta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(msgspec.Struct, frozen=True):

@@ -23,7 +23,7 @@ class CompletionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     max_tokens: PositiveInt = 16  # OpenAI's default for this endpoint
     temperature: Temperature | None = None
     top_p: Probability | None = None
-    n: PositiveInt = 1
+    n: Annotated[int, Meta(ge=1, le=128)] = 1
     best_of: PositiveInt | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -43,11 +43,20 @@ class CompletionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     metadata: Any = None
 
 
+class CompletionLogprobs(msgspec.Struct, frozen=True):
+    """The legacy API's log probabilities: parallel lists, one entry per token."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
 class CompletionChoice(msgspec.Struct, frozen=True):
     text: str
     index: int
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(msgspec.Struct, frozen=True):

@@ -16,7 +16,13 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import cycle, islice
 
-from gateway.queue.protocol import SamplingOptions, ToolCallDelta, Tools
+from gateway.queue.protocol import (
+    SamplingOptions,
+    TokenLogprob,
+    ToolCallDelta,
+    Tools,
+    TopLogprob,
+)
 from workers.engine import ChatPrompt, EngineInfo, EngineOutput, EngineRequestError, Prompt
 from workers.tool_calls import (
     TOOL_CALLS,
@@ -66,6 +72,23 @@ class FakeToolSyntax:
         )
         content = text[: text.index("<tool_call>")]
         return Extracted(content, deltas), TOOL_CALLS if finish_reason == "stop" else finish_reason
+
+
+def fake_logprobs(tokens: list[str], top: int | None) -> tuple[TokenLogprob, ...]:
+    """The fake model is sure of its words: log probability -0.25 for each; the alternatives
+    are the word itself, then ``<word>#1`` at -2.0, ``<word>#2`` at -3.0, ..."""
+    if top is None:
+        return ()
+    return tuple(
+        TokenLogprob(
+            t,
+            -0.25,
+            (TopLogprob(t, -0.25), *(TopLogprob(f"{t}#{i}", -1.0 - i) for i in range(1, top)))[
+                :top
+            ],
+        )
+        for t in tokens
+    )
 
 
 def fake_tool_syntax(tools: Tools) -> ToolCallExtractor:
@@ -141,13 +164,16 @@ class FakeEngine:
                     if reason is not None:
                         rest, reason = extractor.finish(reason)
                         step = Extracted(step.text + rest.text, step.tool_calls + rest.tool_calls)
-                yield EngineOutput(
-                    text=step.text,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=end,
-                    finish_reason=reason,
-                    tool_calls=step.tool_calls,
-                )
+                for index in range(sampling.n):  # every choice says the same
+                    yield EngineOutput(
+                        text=step.text,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=(start * sampling.n) + (end - start) * (index + 1),
+                        finish_reason=reason,
+                        tool_calls=step.tool_calls,
+                        index=index,
+                        logprobs=fake_logprobs(tokens[start:end], sampling.logprobs),
+                    )
             is_done = True
         finally:
             self._running.discard(request_id)

@@ -192,7 +192,27 @@ BAD_BODIES: list[tuple[str, Any, int, str | None, str | None]] = [
         "invalid_request",
         None,
     ),
-    ("n > 1", {"model": "fake-model", "messages": QUESTION, "n": 2}, 400, "invalid_request", "n"),
+    (
+        "n > 128",
+        {"model": "fake-model", "messages": QUESTION, "n": 129},
+        400,
+        "invalid_request",
+        "n",
+    ),
+    (
+        "top_logprobs without logprobs",
+        {"model": "fake-model", "messages": QUESTION, "top_logprobs": 2},
+        400,
+        "invalid_request",
+        "top_logprobs",
+    ),
+    (
+        "top_logprobs above 20",
+        {"model": "fake-model", "messages": QUESTION, "logprobs": True, "top_logprobs": 21},
+        400,
+        "invalid_request",
+        "top_logprobs",
+    ),
     ("unknown model", {"model": "gpt-17", "messages": QUESTION}, 404, "model_not_found", "model"),
     (
         "max_tokens beyond context",
