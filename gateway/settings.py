@@ -131,6 +131,9 @@ class WorkerSettings(_Section):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     cpu_kvcache_space_gib: int = Field(default=4, ge=1)
+    runner: Literal["auto", "generate", "pooling"] = "auto"
+    """vLLM's runner: ``auto`` takes it from the model's architecture (an encoder such as
+    BERT serves embeddings, a decoder chat and completions); ``pooling`` serves embeddings."""
     failpoint: str | None = None
     """Fault injection for tests only: ``hold_before_generate`` claims jobs and never runs them."""
 

@@ -59,12 +59,22 @@ class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     """(token id, bias in [-100, 100]) pairs added to the logits before sampling."""
 
 
+class EmbedInputs(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What an embedding job asks for: one vector per input, a text or its token ids."""
+
+    inputs: tuple[str | tuple[int, ...], ...]
+    dimensions: int | None = None
+    """Shorter vectors, where the model supports it (Matryoshka); None: the model's size."""
+    truncate: bool = False
+    """Cut an input longer than the model's context (Ollama's default) instead of refusing it."""
+
+
 class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     """One inference request, queued by a gateway for any worker serving ``model``."""
 
     id: str
     model: str
-    kind: Literal["chat", "completion"]
+    kind: Literal["chat", "completion", "embed"]
     reply_to: str
     tenant: str
     sampling: SamplingOptions
@@ -82,6 +92,8 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     """The queue's share: its service counter grows by tokens / weight."""
     cost: int = 0
     """Prompt tokens as estimated by the gateway, charged when the job is picked."""
+    embed: EmbedInputs | None = None
+    """The inputs of an ``embed`` job."""
 
     @property
     def queue_name(self) -> str:
@@ -125,7 +137,15 @@ class Failed(msgspec.Struct, frozen=True, tag_field="event", tag="failed"):
     param: str | None = None
 
 
-Event = Started | Delta | Finished | Failed
+class Embedded(msgspec.Struct, frozen=True, tag_field="event", tag="embedded"):
+    """The vectors of an embed job, one per input in order, each float32 little-endian;
+    ``Finished`` follows with the token count."""
+
+    job_id: str
+    vectors: list[bytes]
+
+
+Event = Started | Delta | Finished | Failed | Embedded
 
 _job_encoder = msgspec.msgpack.Encoder()
 _job_decoder = msgspec.msgpack.Decoder(Job)
@@ -231,6 +251,10 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     heartbeat_at: float
     draining: bool = False
     architecture: str = ""
+    task: str = "generate"
+    """``generate`` (chat and completions) or ``embed`` (a pooling model: embeddings only)."""
+    embedding_size: int = 0
+    """The length of the vectors an ``embed`` worker returns."""
 
 
 class ModelCard(msgspec.Struct, frozen=True):
