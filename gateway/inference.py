@@ -37,6 +37,9 @@ from gateway.queue.protocol import (
     FIFO_QUEUE,
     ChatMessage,
     Delta,
+    Embedded,
+    EmbedInputs,
+    Event,
     Failed,
     Finished,
     Job,
@@ -58,7 +61,7 @@ CLIENT_CLOSED = 499  # nginx's status for a client that went away
 class InferenceRequest:
     endpoint: str
     model: str
-    kind: Literal["chat", "completion"]
+    kind: Literal["chat", "completion", "embed"]
     sampling: SamplingOptions
     messages: tuple[ChatMessage, ...] = ()
     prompt: str = ""
@@ -67,11 +70,15 @@ class InferenceRequest:
     """How long this request may wait for a worker (None: the configured default)."""
     service_tier: str | None = None
     """OpenAI's ``service_tier``: ``flex`` asks for the batch class (see ``priority_of``)."""
+    embed: EmbedInputs | None = None
+    """The inputs of an ``embed`` request."""
 
     @cached_property
     def text(self) -> str:
         """The prompt as sent to the worker (messages as canonical JSON); computed once for
         the quota reservation, the sealed copy and the digest of both audit records."""
+        if self.embed is not None:
+            return msgspec.json.encode(self.embed.inputs).decode()
         return msgspec.json.encode(self.messages).decode() if self.kind == "chat" else self.prompt
 
     @cached_property
@@ -103,13 +110,27 @@ def error_from_failed(event: Failed) -> EnclaveError:
     )
 
 
+def check_task(worker: WorkerInfo, model: str, kind: str) -> None:
+    """An embedding model serves only embeddings (``kind`` embed), a generative model
+    everything else."""
+    if (worker.task == "embed") == (kind == "embed"):
+        return
+    if worker.task == "embed":
+        message = (
+            f"The model `{model}` is an embedding model; it does not support chat or completions."
+        )
+    else:
+        message = f"The model `{model}` does not support embeddings."
+    raise InvalidRequest(message, code="model_not_supported", param="model")
+
+
 @dataclass
 class JobRun:
     """One accepted request in flight; settles its audit outcome exactly once."""
 
     request_id: str
     started: Started
-    _events: AsyncIterator[Started | Delta | Finished | Failed]
+    _events: AsyncIterator[Event]
     _service: InferenceService
     _principal: Principal
     _request: InferenceRequest
@@ -124,6 +145,8 @@ class JobRun:
     priority: Priority = "interactive"
     first_token_at: float | None = None
     """perf_counter() when the first text arrived."""
+    vectors: list[bytes] = field(default_factory=list)
+    """An embed job's vectors (float32 little-endian), one per input."""
 
     @property
     def ratelimit_headers(self) -> dict[str, str]:
@@ -132,6 +155,14 @@ class JobRun:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    @property
+    def answer(self) -> str:
+        """What the outcome record digests (and seals): the text, or the vectors as a JSON
+        list of base64 strings, exactly as ``encoding_format: base64`` returns them."""
+        if not self.vectors:
+            return self.text
+        return msgspec.json.encode(self.vectors).decode()  # msgspec writes bytes as base64
 
     async def deltas(self) -> AsyncIterator[str]:
         """Yield text as it arrives; raise the worker's error if it fails mid-way."""
@@ -152,6 +183,8 @@ class JobRun:
                 elif isinstance(event, Failed):
                     await self.settle(event.status, event.code)
                     raise error_from_failed(event)
+                elif isinstance(event, Embedded):
+                    self.vectors = event.vectors
         except GatewayTimeout:
             await self.abandon(504, "request_timeout")
             raise
@@ -208,7 +241,8 @@ class InferenceService:
     ) -> JobRun:
         """Admit, audit and enqueue; return once the worker has started the job."""
         worker = await self.find_worker(request.model, principal)
-        max_tokens = request.sampling.max_tokens
+        check_task(worker, request.model, request.kind)
+        max_tokens = 0 if request.kind == "embed" else request.sampling.max_tokens
         if max_tokens is not None and max_tokens >= worker.max_context:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {worker.max_context} tokens. "
@@ -244,6 +278,7 @@ class InferenceService:
                 messages=request.messages,
                 prompt=request.prompt,
                 echo=request.echo,
+                embed=request.embed,
                 start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
                 **self._schedule(principal, request),
             )
@@ -290,9 +325,7 @@ class InferenceService:
         }
 
     @staticmethod
-    async def _first_event(
-        run: JobRun, events: AsyncIterator[Started | Delta | Finished | Failed]
-    ) -> Started:
+    async def _first_event(run: JobRun, events: AsyncIterator[Event]) -> Started:
         try:
             first = await anext(events)
         except GatewayTimeout:
@@ -311,7 +344,7 @@ class InferenceService:
             await self.quotas.settle(run.request_id, run.prompt_tokens + run.completion_tokens)
         entry = self._entry(run._principal, run.request_id, run._request, "outcome", status)
         latency_ms = int((time.monotonic() - run._started_at) * 1000)
-        answer = run.text
+        answer = run.answer
         entry = AuditEntry(
             **{
                 **entry.__dict__,

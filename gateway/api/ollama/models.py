@@ -53,6 +53,18 @@ def parameters(card: ModelCard) -> str:
     return "\n".join(f"{name} {value}" for name, value in defaults)
 
 
+def model_info(worker: WorkerInfo) -> dict[str, Any]:
+    """Ollama's keys, prefixed by the architecture: context length; vector length if any."""
+    arch = worker.architecture or "unknown"
+    info: dict[str, Any] = {
+        "general.architecture": arch,
+        f"{arch}.context_length": worker.max_context,
+    }
+    if worker.task == "embed":
+        info[f"{arch}.embedding_length"] = worker.embedding_size
+    return info
+
+
 async def usable_workers(
     request: Request[Any, Any, Any], inference: InferenceService, authenticator: Authenticator
 ) -> list[WorkerInfo]:
@@ -145,17 +157,13 @@ class OllamaModelsController(Controller):
             model = enclave_name(name, ollama_settings.aliases)
             worker = await inference.find_worker(model, principal)
             card = await inference.queue.model_card(worker.worker_id)
-        arch = worker.architecture or "unknown"
         return Show(
             modelfile=f"# Served by Enclave: {model}\nFROM {model}\n",
             parameters=parameters(card),
             template=card.chat_template,
             details=details(worker),
-            model_info={
-                "general.architecture": arch,
-                f"{arch}.context_length": worker.max_context,
-            },
-            capabilities=["completion"],
+            model_info=model_info(worker),
+            capabilities=["embedding"] if worker.task == "embed" else ["completion"],
             modified_at=timestamp(worker.heartbeat_at),
         )
 
