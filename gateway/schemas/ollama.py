@@ -96,14 +96,14 @@ class AssistantMessage(msgspec.Struct, frozen=True):
     role: str = "assistant"
 
 
-class ChatChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+class ChatChunk(msgspec.Struct, frozen=True):
     model: str
     created_at: str
     message: AssistantMessage
     done: bool = False
 
 
-class GenerateChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+class GenerateChunk(msgspec.Struct, frozen=True):
     model: str
     created_at: str
     response: str
