@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
 PIP_ARGS ?=
 DEMO_MODEL ?= smollm2-135m
+EMBEDDING_MODEL ?= minilm-l6
 
 .PHONY: run test lint format bench install model clean
 
@@ -22,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 model: install
 	$(BIN)/enclave models pull $(DEMO_MODEL)
+	$(BIN)/enclave models pull $(EMBEDDING_MODEL)
 
 run: model
 	$(BIN)/enclave run

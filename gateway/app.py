@@ -27,8 +27,10 @@ from gateway.api.audit import AuditKeyController, CheckpointKey
 from gateway.api.chat_completions import ChatCompletionsController
 from gateway.api.completions import CompletionsController
 from gateway.api.compliance import ComplianceController, SubjectsController
+from gateway.api.embeddings import EmbeddingsController
 from gateway.api.health import HealthController
 from gateway.api.models import ModelsController
+from gateway.api.ollama.embed import OllamaEmbedController
 from gateway.api.ollama.generation import OllamaGenerationController
 from gateway.api.ollama.models import OllamaModelsController
 from gateway.api.personal_keys import PersonalKeysController
@@ -243,6 +245,8 @@ def create_app(settings: Settings) -> Litestar:
             AdminLimitsController,
             OllamaGenerationController,
             OllamaModelsController,
+            EmbeddingsController,
+            OllamaEmbedController,
         ],
         lifespan=[lifespan],
         dependencies={

@@ -1,4 +1,5 @@
-"""``enclave run``: everything on one machine — embedded Redis, SQLite, one CPU worker, gateway.
+"""``enclave run``: everything on one machine — embedded Redis, SQLite, two CPU workers (the
+chat model and the embedding model), gateway.
 
 Reuses what exists (model, database, demo key); Ctrl-C stops every process it started.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from gateway.settings import Settings
 
 DEMO_MODEL = "smollm2-135m"
+EMBEDDING_MODEL = "minilm-l6"
 DEMO_TENANT = "demo"
 DEMO_USER = "demo"
 START_TIMEOUT_S = 600
@@ -96,7 +98,8 @@ def wait_until_serving(base_url: str, key: str, children: list[subprocess.Popen[
             raise RuntimeError("a process exited during start; see its output above")
         try:
             with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
-                if DEMO_MODEL.encode() in response.read():
+                listed = response.read()
+                if all(m.encode() in listed for m in (DEMO_MODEL, EMBEDDING_MODEL)):
                     return
         except OSError:
             pass
@@ -122,13 +125,26 @@ for chunk in stream:
     print(chunk.choices[0].delta.content or "", end="", flush=True)
 print()
 EOF
+
+Embeddings ({embedding_model}, 384 dimensions), OpenAI's and Ollama's way:
+
+curl {base_url}/v1/embeddings -H "Authorization: Bearer $OPENAI_API_KEY" \\
+  -H "Content-Type: application/json" \\
+  -d '{{"model": "{embedding_model}", "input": ["The cat sits.", "A feline rests."]}}'
+
+curl {base_url}/api/embed -H "Authorization: Bearer $OPENAI_API_KEY" \\
+  -d '{{"model": "{embedding_model}", "input": "The cat sits on the mat."}}'
 """
 
 
 def print_instructions(base_url: str, key_file: Path) -> None:
     question = '[{"role": "user", "content": "What is the capital of France?"}]'
     text = _INSTRUCTIONS.format(
-        model=DEMO_MODEL, base_url=base_url, key_file=key_file, question=question
+        model=DEMO_MODEL,
+        embedding_model=EMBEDDING_MODEL,
+        base_url=base_url,
+        key_file=key_file,
+        question=question,
     )
     print(text, flush=True)
 
@@ -145,6 +161,7 @@ def run_demo(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: SIGINT may arrive ignored
         signal.signal(sig, _interrupt)
     model_path = pull_model(DEMO_MODEL, settings.model_dir, progress=print)
+    embedding_path = pull_model(EMBEDDING_MODEL, settings.model_dir, progress=print)
     children: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ)
     if settings.redis.url is None:
@@ -156,13 +173,14 @@ def run_demo(settings: Settings) -> int:
         upgrade_to_head(settings.database_url)
         key = ensure_demo_key(settings)
         enclave = [sys.executable, "-m", "gateway.cli"]
-        worker = [*enclave, "worker", "--model", str(model_path), "--served-model-name", DEMO_MODEL]
         worker_env = {"VLLM_LOGGING_LEVEL": "WARNING", **env}
         # Own sessions: Ctrl-C reaches only this process, which stops the others in order.
-        children.append(subprocess.Popen(worker, env=worker_env, start_new_session=True))
+        for path, name in ((model_path, DEMO_MODEL), (embedding_path, EMBEDDING_MODEL)):
+            worker = [*enclave, "worker", "--model", str(path), "--served-model-name", name]
+            children.append(subprocess.Popen(worker, env=worker_env, start_new_session=True))
         children.append(subprocess.Popen([*enclave, "serve"], env=env, start_new_session=True))
         base_url = f"http://{settings.http.host}:{settings.http.port}"
-        wait_until_serving(base_url, key, children[-2:])
+        wait_until_serving(base_url, key, children[-3:])
         print_instructions(base_url, settings.state_dir / "demo-api-key")
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -189,7 +207,7 @@ def stop_process(child: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
 
 
 def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    """Stop in reverse start order: gateway, worker, Redis."""
+    """Stop in reverse start order: gateway, workers, Redis."""
     print("stopping…", flush=True)
     for child in reversed(children):
         stop_process(child)

@@ -37,6 +37,9 @@ from gateway.queue.protocol import (
     FIFO_QUEUE,
     ChatMessage,
     Delta,
+    Embedded,
+    EmbedInputs,
+    Event,
     Failed,
     Finished,
     Job,
@@ -62,7 +65,7 @@ CLIENT_CLOSED = 499  # nginx's status for a client that went away
 class InferenceRequest:
     endpoint: str
     model: str
-    kind: Literal["chat", "completion"]
+    kind: Literal["chat", "completion", "embed"]
     sampling: SamplingOptions
     messages: tuple[ChatMessage, ...] = ()
     prompt: str = ""
@@ -72,12 +75,16 @@ class InferenceRequest:
     service_tier: str | None = None
     """OpenAI's ``service_tier``: ``flex`` asks for the batch class (see ``priority_of``)."""
     tools: Tools | None = None
+    embed: EmbedInputs | None = None
+    """The inputs of an ``embed`` request."""
 
     @cached_property
     def text(self) -> str:
         """The prompt as sent to the worker (messages as canonical JSON, with the tools
-        offered if any); computed once for the quota reservation, the sealed copy and the
-        digest of both audit records."""
+        offered if any; an embed request's inputs as JSON); computed once for the quota
+        reservation, the sealed copy and the digest of both audit records."""
+        if self.embed is not None:
+            return msgspec.json.encode(self.embed.inputs).decode()
         if self.kind != "chat":
             return self.prompt
         if self.tools is None:
@@ -113,13 +120,27 @@ def error_from_failed(event: Failed) -> EnclaveError:
     )
 
 
+def check_task(worker: WorkerInfo, model: str, kind: str) -> None:
+    """An embedding model serves only embeddings (``kind`` embed), a generative model
+    everything else."""
+    if (worker.task == "embed") == (kind == "embed"):
+        return
+    if worker.task == "embed":
+        message = (
+            f"The model `{model}` is an embedding model; it does not support chat or completions."
+        )
+    else:
+        message = f"The model `{model}` does not support embeddings."
+    raise InvalidRequest(message, code="model_not_supported", param="model")
+
+
 @dataclass
 class JobRun:
     """One accepted request in flight; settles its audit outcome exactly once."""
 
     request_id: str
     started: Started
-    _events: AsyncIterator[Started | Delta | Finished | Failed]
+    _events: AsyncIterator[Event]
     _service: InferenceService
     _principal: Principal
     _request: InferenceRequest
@@ -139,6 +160,8 @@ class JobRun:
     """Text of the choices after the first (``n`` > 1), by index."""
     logprob_parts: dict[int, list[TokenLogprob]] = field(default_factory=dict)
     finish_reasons: tuple[str, ...] = ()
+    vectors: list[bytes] = field(default_factory=list)
+    """An embed job's vectors (float32 little-endian), one per input."""
 
     @property
     def ratelimit_headers(self) -> dict[str, str]:
@@ -169,8 +192,11 @@ class JobRun:
 
     @property
     def answer(self) -> str:
-        """What the audit keeps of the answer: the text; with tool calls, or several
-        choices, a JSON object of them all."""
+        """What the outcome record digests (and seals): the text; with tool calls, or several
+        choices, a JSON object of them all; an embed job's vectors as a JSON list of base64
+        strings, exactly as ``encoding_format: base64`` returns them."""
+        if self.vectors:
+            return msgspec.json.encode(self.vectors).decode()  # msgspec writes bytes as base64
         if self._request.sampling.n > 1:
             choices = [self.choice_text(i) for i in range(self._request.sampling.n)]
             return msgspec.json.encode({"choices": choices}).decode()
@@ -211,6 +237,8 @@ class JobRun:
                 elif isinstance(event, Failed):
                     await self.settle(event.status, event.code)
                     raise error_from_failed(event)
+                elif isinstance(event, Embedded):
+                    self.vectors = event.vectors
         except GatewayTimeout:
             await self.abandon(504, "request_timeout")
             raise
@@ -267,7 +295,8 @@ class InferenceService:
     ) -> JobRun:
         """Admit, audit and enqueue; return once the worker has started the job."""
         worker = await self.find_worker(request.model, principal)
-        max_tokens = request.sampling.max_tokens
+        check_task(worker, request.model, request.kind)
+        max_tokens = 0 if request.kind == "embed" else request.sampling.max_tokens
         if max_tokens is not None and max_tokens >= worker.max_context:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {worker.max_context} tokens. "
@@ -309,6 +338,7 @@ class InferenceService:
                 prompt=request.prompt,
                 echo=request.echo,
                 tools=request.tools,
+                embed=request.embed,
                 start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
                 **self._schedule(principal, request),
             )
@@ -355,9 +385,7 @@ class InferenceService:
         }
 
     @staticmethod
-    async def _first_event(
-        run: JobRun, events: AsyncIterator[Started | Delta | Finished | Failed]
-    ) -> Started:
+    async def _first_event(run: JobRun, events: AsyncIterator[Event]) -> Started:
         try:
             first = await anext(events)
         except GatewayTimeout:

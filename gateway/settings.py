@@ -134,6 +134,9 @@ class WorkerSettings(_Section):
     tool_call_parser: str = ""
     """vLLM's tool-call parser for the model's own syntax (e.g. ``hermes``), needed for
     ``tool_choice: "auto"``; ``required`` and a named function work without one."""
+    runner: Literal["auto", "generate", "pooling"] = "auto"
+    """vLLM's runner: ``auto`` takes it from the model's architecture (an encoder such as
+    BERT serves embeddings, a decoder chat and completions); ``pooling`` serves embeddings."""
     failpoint: str | None = None
     """Fault injection for tests only: ``hold_before_generate`` claims jobs and never runs them."""
 

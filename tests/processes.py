@@ -24,6 +24,7 @@ from gateway.demo import stop_process
 from gateway.queue.protocol import decode_worker_info, worker_info_key, workers_index_key
 
 DEMO_MODEL = "smollm2-135m"
+EMBEDDING_MODEL = "minilm-l6"
 WORKER_START_TIMEOUT_S = 300.0
 
 

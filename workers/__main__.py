@@ -42,6 +42,7 @@ async def run_worker(settings: Settings) -> None:
         enforce_eager=settings.worker.enforce_eager,
         gpu_memory_utilization=settings.worker.gpu_memory_utilization,
         tool_call_parser=settings.worker.tool_call_parser,
+        runner=settings.worker.runner,
     )
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -58,7 +59,13 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    logger.info("worker %s serving %s (capacity %d)", worker_id, name, engine.info.capacity)
+    logger.info(
+        "worker %s serving %s for %s (capacity %d)",
+        worker_id,
+        name,
+        engine.info.task,
+        engine.info.capacity,
+    )
     try:
         await consumer.run(stop)
     finally:

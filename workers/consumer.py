@@ -49,6 +49,7 @@ from gateway.queue.protocol import (
     workers_index_key,
 )
 from gateway.queue.schedule import Scheduler
+from workers.embedding_jobs import serve_embedding
 from workers.engine import ChatPrompt, EngineRequestError, InferenceEngine, Prompt, TextPrompt
 from workers.publisher import EventPublisher
 
@@ -190,7 +191,7 @@ class Consumer:
                 return
             if self._failpoint == HOLD_BEFORE_GENERATE:
                 await asyncio.Event().wait()  # fault injection: hold the job until killed
-            await self._generate(job)
+            await (self._embed(job) if self._is_embedding(job) else self._generate(job))
         except asyncio.CancelledError:
             logger.info("job %s cancelled by its client", job.id)
         except Exception:
@@ -379,6 +380,8 @@ class Consumer:
                 draining=self._draining,
                 architecture=info.architecture,
                 tool_parser=info.tool_parser,
+                task=info.task,
+                embedding_size=info.embedding_size,
             )
         )
         ttl_s = max(1, int(self._worker_ttl_s))
@@ -397,3 +400,21 @@ class Consumer:
                 worker_info_key(self.worker_id), model_card_key(self.worker_id)
             )
             await self._redis.zrem(workers_index_key(), self.worker_id)
+
+    def _is_embedding(self, job: Job) -> bool:
+        """An embed job, or any job for an embedding model (which refuses the others)."""
+        return job.kind == "embed" or self._engine.info.task == "embed"
+
+    async def _embed(self, job: Job) -> None:
+        """An embed job: every vector at once (workers/embedding_jobs.py)."""
+
+        def started(prompt_tokens: int) -> None:
+            digest = self._engine.info.weights_digest
+            self._publisher.send(
+                job.reply_to, Started(job.id, self.worker_id, prompt_tokens, digest)
+            )
+            minute = int(time.time() // 60)
+            self._publisher.count(starts_key(job.model, minute), STARTS_TTL_S)
+            self._publisher.charge(job, prompt_tokens - job.cost)  # estimate -> true
+
+        await serve_embedding(job, self._engine, self._publisher, started)

