@@ -151,6 +151,23 @@ def cmd_login(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.local_proxy import KeyProxy, ProxyError, check_loopback, find_key
+    from gateway.login import LoginError
+
+    try:
+        host = check_loopback(args.host)
+        proxy = KeyProxy(args.gateway, find_key(args.gateway))
+    except (ProxyError, LoginError) as exc:
+        print(f"enclave proxy: {exc}", file=sys.stderr)
+        return 1
+    print(f"forwarding http://{host}:{args.port} to {args.gateway} with your key", flush=True)
+    uvicorn.run(proxy, host=host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -199,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-http", action="store_true", help="allow a plain-http gateway off loopback"
     )
     login.set_defaults(handler=cmd_login)
+    proxy = commands.add_parser(
+        "proxy", help="forward a local port to the gateway with your key (for the ollama CLI)"
+    )
+    proxy.add_argument("--gateway", required=True, help="the gateway's base URL")
+    proxy.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    proxy.add_argument("--port", type=int, default=11434, help="default 11434, Ollama's")
+    proxy.set_defaults(handler=cmd_proxy)
     models = commands.add_parser("models", help="prepare models").add_subparsers(
         dest="models_command", required=True
     )

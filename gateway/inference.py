@@ -297,7 +297,9 @@ class InferenceService:
         worker = await self.find_worker(request.model, principal)
         check_task(worker, request.model, request.kind)
         max_tokens = 0 if request.kind == "embed" else request.sampling.max_tokens
-        if max_tokens is not None and max_tokens >= worker.max_context:
+        if max_tokens is not None and request.sampling.max_tokens_is_cap:
+            max_tokens = min(max_tokens, worker.max_context - 1)  # the context bounds it
+        elif max_tokens is not None and max_tokens >= worker.max_context:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {worker.max_context} tokens. "
                 f"However, you requested {max_tokens} tokens for the completion alone.",

@@ -233,9 +233,15 @@ def token_logprobs(
 
 
 def fit_max_tokens(
-    prompt_tokens: int, max_tokens: int | None, max_context: int, *, prompt_param: str
+    prompt_tokens: int,
+    max_tokens: int | None,
+    max_context: int,
+    *,
+    prompt_param: str,
+    is_cap: bool = False,
 ) -> int:
-    """Return the completion budget; raise context_length_exceeded if it does not fit."""
+    """Return the completion budget; raise context_length_exceeded if it does not fit (a
+    ``max_tokens`` that ``is_cap`` shrinks to what fits instead)."""
     where = "messages" if prompt_param == "messages" else "prompt"
     if prompt_tokens >= max_context:
         raise EngineRequestError(
@@ -247,6 +253,8 @@ def fit_max_tokens(
         )
     if max_tokens is None:
         return max_context - prompt_tokens
+    if is_cap:
+        return min(max_tokens, max_context - prompt_tokens)
     if prompt_tokens + max_tokens > max_context:
         raise EngineRequestError(
             f"This model's maximum context length is {max_context} tokens. However, you "
@@ -302,7 +310,11 @@ class VllmEngine:
         token_ids = await self._prompt_token_ids(prompt)
         prompt_tokens = len(token_ids)
         budget = fit_max_tokens(
-            prompt_tokens, sampling.max_tokens, self._info.max_context, prompt_param=prompt_param
+            prompt_tokens,
+            sampling.max_tokens,
+            self._info.max_context,
+            prompt_param=prompt_param,
+            is_cap=sampling.max_tokens_is_cap,
         )
         params = to_sampling_params(
             sampling,

@@ -70,6 +70,9 @@ class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     """The answer must be a JSON object (no schema)."""
     logit_bias: tuple[tuple[int, float], ...] = ()
     """(token id, bias in [-100, 100]) pairs added to the logits before sampling."""
+    max_tokens_is_cap: bool = False
+    """``max_tokens`` bounds the answer but may exceed what the context leaves, which then
+    bounds it instead (Ollama's ``num_predict``); False: more than fits is a 400 (OpenAI)."""
     n: int = 1
     """Choices to sample for the one prompt."""
     logprobs: int | None = None

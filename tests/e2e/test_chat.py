@@ -242,3 +242,16 @@ def test_the_same_seed_gives_the_same_answer(cluster: Cluster) -> None:
     first, again, other = sample(1234), sample(1234), sample(98765)
     assert first == again  # sampled at temperature 1, reproduced by the seed
     assert first != other  # and the seed is what decided it
+
+
+def test_continues_default_num_predict_beyond_the_context_still_answers(cluster: Cluster) -> None:
+    """Continue sends num_predict 4096 (its default maxTokens); the demo model has 2048 of
+    context. Ollama answers, stopping where the context ends; so does Enclave."""
+    client = ollama.Client(
+        host=cluster.base_url, headers={"Authorization": f"Bearer {cluster.api_key}"}
+    )
+    answer = client.chat(
+        model=DEMO_MODEL, messages=QUESTION, options={"num_predict": 4096, "temperature": 0}
+    )
+    assert "Paris" in answer.message.content
+    assert answer.done_reason == "stop"

@@ -181,7 +181,10 @@ class FakeEngine:
         parsed = fake_tool_syntax if self._info.tool_parser else None
         extractor = extractor_for(tools, self._info.model, parsed)
         prompt_tokens = count_prompt_tokens(prompt)
-        budget = self._fit_max_tokens(prompt, prompt_tokens, sampling.max_tokens)
+        max_tokens = sampling.max_tokens
+        if max_tokens is not None and sampling.max_tokens_is_cap:  # as VllmEngine
+            max_tokens = min(max_tokens, max(0, self._info.max_context - prompt_tokens))
+        budget = self._fit_max_tokens(prompt, prompt_tokens, max_tokens)
         tokens, finish_reason = self._completion(prompt, sampling, budget)
         self.requests.append((request_id, prompt, sampling))
         self._running.add(request_id)

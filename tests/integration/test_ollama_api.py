@@ -210,3 +210,44 @@ async def test_ollama_requests_are_audited_like_any_other(stack: Stack) -> None:
     rows = [r for r in await stack.audit_rows() if r.endpoint == "/api/chat"]
     assert [(r.event, r.status) for r in rows] == [("accepted", 202), ("outcome", 200)]
     assert rows[1].model == "fake-model"
+
+
+async def test_num_predict_beyond_the_context_is_a_cap_not_an_error(stack: Stack) -> None:
+    """Ollama stops where the context ends; Continue sends num_predict 4096 by default."""
+    client = await client_for(stack)
+    response = await client.chat(
+        model="fake:7b", messages=QUESTION, stream=False, options={"num_predict": 100_000}
+    )
+    assert response.message.content == ANSWER
+    [(_, _, sampling)] = stack.engine.requests
+    assert sampling.max_tokens == 100_000
+    assert sampling.max_tokens_is_cap
+
+
+async def test_the_root_says_ollama_is_running_without_a_key(stack: Stack) -> None:
+    """What Ollama clients probe first (the CLI sends HEAD / before any command)."""
+    got = await stack.client.get("/")
+    assert (got.status_code, got.text) == (200, "Ollama is running")
+    probed = await stack.client.head("/")
+    assert probed.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"), [("/api/chat", {"messages": QUESTION}), ("/api/generate", {"prompt": "Hi"})]
+)
+@pytest.mark.parametrize("think", [True, "high"])
+async def test_thinking_is_refused_as_ollama_refuses_it(
+    stack: Stack, path: str, extra: dict[str, object], think: object
+) -> None:
+    key = await stack.key()
+    body = {"model": "fake:7b", "think": think, "stream": False, **extra}
+    response = await stack.client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 400
+    assert response.json() == {"error": '"fake:7b" does not support thinking'}
+    assert stack.engine.requests == []
+
+
+async def test_think_false_is_fine(stack: Stack) -> None:
+    client = await client_for(stack)
+    response = await client.chat(model="fake:7b", messages=QUESTION, think=False, stream=False)
+    assert response.message.content == ANSWER

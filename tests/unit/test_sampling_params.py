@@ -162,3 +162,11 @@ def test_logit_bias_is_passed_as_token_ids() -> None:
         SamplingOptions(logit_bias=((5, -100.0), (17, 2.5))), default_max_tokens=10
     )
     assert params.logit_bias == {5: -100.0, 17: 2.5}
+
+
+def test_a_cap_shrinks_to_what_the_context_leaves() -> None:
+    """Ollama's num_predict: at most this many, and at most what fits."""
+    assert fit_max_tokens(100, 4096, 2048, prompt_param="messages", is_cap=True) == 1948
+    assert fit_max_tokens(100, 50, 2048, prompt_param="messages", is_cap=True) == 50
+    with pytest.raises(EngineRequestError):  # a prompt that fills the context still does not fit
+        fit_max_tokens(2048, 10, 2048, prompt_param="messages", is_cap=True)

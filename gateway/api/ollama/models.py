@@ -1,6 +1,7 @@
 """Ollama's model endpoints: what is served (/api/tags, /api/ps, /api/show), the version,
 and the model-management calls, which operators alone do (403 here).
 
+GET    /              "Ollama is running" (GET and HEAD), what Ollama clients probe first
 GET    /api/version   no key needed, like Ollama's own
 GET    /api/tags      the models with a live worker that the caller's tenant may use
 GET    /api/ps        the same, as loaded models with their context length
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, head, post
 from litestar.di import NamedDependency
 
 from gateway.api.intake import anyone, authorized_call, received
@@ -92,6 +93,16 @@ async def usable_workers(
 
 class OllamaModelsController(Controller):
     tags = ("ollama",)
+
+    @get("/", security=[], media_type="text/plain")
+    async def root(self) -> str:
+        """The liveness probe of Ollama clients (the CLI sends ``HEAD /`` before anything);
+        no key needed, like Ollama's own."""
+        return "Ollama is running"
+
+    @head("/", security=[])
+    async def probe(self) -> None:
+        """``HEAD /``: the same, without the body."""
 
     @get("/api/version", security=[])
     async def version(self, ollama_settings: NamedDependency[OllamaSettings]) -> Version:

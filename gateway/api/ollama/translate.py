@@ -82,6 +82,7 @@ def sampling(options: Options | None, format_: object = None) -> SamplingOptions
         raise InvalidRequest("num_predict must be -2, -1 or a positive number", param="num_predict")
     return SamplingOptions(
         max_tokens=predict if predict is not None and predict >= 0 else None,
+        max_tokens_is_cap=True,  # Ollama stops where the context ends, it never refuses
         temperature=options.temperature,
         top_p=options.top_p,
         top_k=options.top_k,
@@ -131,7 +132,15 @@ def chat_message(message: Message) -> ChatMessage:
     )
 
 
+def refuse_thinking(think: object, model: str) -> None:
+    """Ollama's ``think`` (true, or an effort such as "high") needs a thinking model; none of
+    the models served here separates its thoughts, so asking is a 400, as Ollama answers."""
+    if think not in (None, False):
+        raise InvalidRequest(f'"{model}" does not support thinking', param="think")
+
+
 def chat_request(body: ChatRequest, endpoint: str, model: str) -> InferenceRequest:
+    refuse_thinking(body.think, body.model)
     # Ollama's choice is always "auto"; its clients send "tools": [] for none.
     tools, _ = tools_of(body.tools or None, None)
     return InferenceRequest(
@@ -161,6 +170,7 @@ def ollama_tool_calls(calls: list[ToolCall]) -> tuple[list[OllamaToolCall], str]
 
 
 def generate_request(body: GenerateRequest, endpoint: str, model: str) -> InferenceRequest:
+    refuse_thinking(body.think, body.model)
     if body.suffix:
         raise InvalidRequest(f"{body.model} does not support insert", param="suffix")
     refuse_unsupported(images=body.images, template=body.template, context=body.context)
