@@ -75,6 +75,8 @@ class InferenceRequest:
     service_tier: str | None = None
     """OpenAI's ``service_tier``: ``flex`` asks for the batch class (see ``priority_of``)."""
     tools: Tools | None = None
+    suffix: str | None = None
+    """Fill in between ``prompt`` and this (a completion on a model with a FIM template)."""
     embed: EmbedInputs | None = None
     """The inputs of an ``embed`` request."""
 
@@ -86,7 +88,9 @@ class InferenceRequest:
         if self.embed is not None:
             return msgspec.json.encode(self.embed.inputs).decode()
         if self.kind != "chat":
-            return self.prompt
+            if self.suffix is None:
+                return self.prompt
+            return msgspec.json.encode({"prompt": self.prompt, "suffix": self.suffix}).decode()
         if self.tools is None:
             return msgspec.json.encode(self.messages).decode()
         return msgspec.json.encode({"messages": self.messages, "tools": self.tools}).decode()
@@ -340,6 +344,7 @@ class InferenceService:
                 prompt=request.prompt,
                 echo=request.echo,
                 tools=request.tools,
+                suffix=request.suffix,
                 embed=request.embed,
                 start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
                 **self._schedule(principal, request),

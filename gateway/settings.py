@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.auth.access_tokens import IssuerPolicy
@@ -131,6 +139,10 @@ class WorkerSettings(_Section):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     cpu_kvcache_space_gib: int = Field(default=4, ge=1)
+    fim_template: str = ""
+    """The model's fill-in-the-middle prompt, holding ``{prefix}`` and ``{suffix}`` once each
+    (e.g. ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>``); empty: ``suffix`` is a
+    400."""
     tool_call_parser: str = ""
     """vLLM's tool-call parser for the model's own syntax (e.g. ``hermes``), needed for
     ``tool_choice: "auto"``; ``required`` and a named function work without one."""
@@ -139,6 +151,13 @@ class WorkerSettings(_Section):
     BERT serves embeddings, a decoder chat and completions); ``pooling`` serves embeddings."""
     failpoint: str | None = None
     """Fault injection for tests only: ``hold_before_generate`` claims jobs and never runs them."""
+
+    @field_validator("fim_template")
+    @classmethod
+    def _one_prefix_one_suffix(cls, template: str) -> str:
+        if template and (template.count("{prefix}") != 1 or template.count("{suffix}") != 1):
+            raise ValueError("a FIM template holds {prefix} and {suffix} exactly once each")
+        return template
 
 
 class IssuerSettings(_Section):

@@ -42,6 +42,7 @@ async def run_worker(settings: Settings) -> None:
         enforce_eager=settings.worker.enforce_eager,
         gpu_memory_utilization=settings.worker.gpu_memory_utilization,
         tool_call_parser=settings.worker.tool_call_parser,
+        fim_template=settings.worker.fim_template,
         runner=settings.worker.runner,
     )
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)

@@ -227,7 +227,9 @@ class Consumer:
 
     async def _generate(self, job: Job) -> None:
         prompt: Prompt = (
-            ChatPrompt(job.messages, job.tools) if job.kind == "chat" else TextPrompt(job.prompt)
+            ChatPrompt(job.messages, job.tools)
+            if job.kind == "chat"
+            else TextPrompt(job.prompt, job.suffix)
         )
         has_streamed = False
         charged = 0  # output tokens charged to the job's queue so far
@@ -380,6 +382,7 @@ class Consumer:
                 draining=self._draining,
                 architecture=info.architecture,
                 tool_parser=info.tool_parser,
+                can_insert=bool(info.fim_template),
                 task=info.task,
                 embedding_size=info.embedding_size,
             )
@@ -388,7 +391,9 @@ class Consumer:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(worker_info_key(self.worker_id), blob, ex=ttl_s)
             if with_card:
-                card = ModelCard(info.chat_template, dict(info.generation_defaults))
+                card = ModelCard(
+                    info.chat_template, dict(info.generation_defaults), info.fim_template
+                )
                 pipe.set(model_card_key(self.worker_id), encode_model_card(card), ex=ttl_s)
             pipe.zadd(workers_index_key(), {self.worker_id: now})
             pipe.zremrangebyscore(workers_index_key(), "-inf", now - 10 * self._worker_ttl_s)

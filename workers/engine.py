@@ -35,6 +35,8 @@ class EngineInfo:
     """Sampling defaults from the model's generation config (e.g. temperature)."""
     tool_parser: str = ""
     """The parser of the model's tool-call syntax; empty: no ``tool_choice: "auto"``."""
+    fim_template: str = ""
+    """The model's fill-in-the-middle prompt (``{prefix}``, ``{suffix}``); empty: none."""
     task: str = "generate"
     """``generate``, or ``embed`` for a pooling model (see WorkerInfo.task)."""
     embedding_size: int = 0
@@ -49,6 +51,8 @@ class ChatPrompt:
 @dataclass(frozen=True)
 class TextPrompt:
     text: str
+    suffix: str | None = None
+    """Fill in between ``text`` and this (the model's FIM template shapes the prompt)."""
 
 
 Prompt = ChatPrompt | TextPrompt

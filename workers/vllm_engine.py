@@ -51,6 +51,7 @@ from workers.engine import (  # noqa: E402
     EngineRequestError,
     Prompt,
 )
+from workers.fim import prompt_text  # noqa: E402
 from workers.tool_calls import TOOL_CALLS, Extracted, extractor_for  # noqa: E402
 
 # SamplingOptions fields passed through unchanged when set; None leaves the default.
@@ -379,7 +380,8 @@ class VllmEngine:
             if isinstance(prompt, ChatPrompt):
                 return await self._chat_token_ids(prompt)
             tokenizer = self._llm.get_tokenizer()
-            return await asyncio.to_thread(tokenizer.encode, prompt.text, add_special_tokens=True)
+            text = prompt_text(prompt, self._info)
+            return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens=True)
         except VLLMValidationError as exc:
             raise _request_error(exc) from exc
 
@@ -502,6 +504,7 @@ async def start_vllm_engine(
     gpu_memory_utilization: float,
     tool_call_parser: str = "",
     runner: str = "auto",
+    fim_template: str = "",
 ) -> VllmEngine:
     """Load the model from a local directory and start the engine core process.
 
@@ -536,6 +539,7 @@ async def start_vllm_engine(
         chat_template=str(getattr(llm.get_tokenizer(), "chat_template", "") or ""),
         generation_defaults=llm.model_config.get_diff_sampling_param(),
         tool_parser=tool_call_parser,
+        fim_template="" if is_pooling else fim_template,
         task="embed" if is_pooling else "generate",
         embedding_size=llm.model_config.embedding_size if is_pooling else 0,
     )

@@ -31,7 +31,7 @@ ENDPOINT = "/v1/completions"
 
 
 def to_inference_request(body: CompletionRequest) -> InferenceRequest:
-    refuse_unsupported(best_of=body.best_of if body.best_of != body.n else None, suffix=body.suffix)
+    refuse_unsupported(best_of=body.best_of if body.best_of != body.n else None)
     logprobs = completion_logprobs(body.logprobs)
     if logprobs is not None and body.echo:
         raise InvalidRequest(
@@ -53,6 +53,7 @@ def to_inference_request(body: CompletionRequest) -> InferenceRequest:
             sampling_options(body, max_tokens=body.max_tokens), n=body.n, logprobs=logprobs
         ),
         prompt=prompt,
+        suffix=body.suffix,
         echo=body.echo,
     )
 

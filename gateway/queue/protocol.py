@@ -114,6 +114,8 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     cost: int = 0
     """Prompt tokens as estimated by the gateway, charged when the job is picked."""
     tools: Tools | None = None
+    suffix: str | None = None
+    """A completion job's text after the gap (fill-in-the-middle); ``prompt`` is before it."""
     embed: EmbedInputs | None = None
     """The inputs of an ``embed`` job."""
 
@@ -315,6 +317,8 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     architecture: str = ""
     tool_parser: str = ""
     """The parser of the model's tool-call syntax, if the operator configured one."""
+    can_insert: bool = False
+    """The model fills in the middle (a FIM template is configured)."""
     task: str = "generate"
     """``generate`` (chat and completions) or ``embed`` (a pooling model: embeddings only)."""
     embedding_size: int = 0
@@ -327,6 +331,7 @@ class ModelCard(msgspec.Struct, frozen=True):
 
     chat_template: str = ""
     generation_defaults: dict[str, Any] = msgspec.field(default_factory=dict)
+    fim_template: str = ""
 
 
 def model_card_key(worker_id: str) -> str:

@@ -255,3 +255,13 @@ def test_continues_default_num_predict_beyond_the_context_still_answers(cluster:
     )
     assert "Paris" in answer.message.content
     assert answer.done_reason == "stop"
+
+
+def test_a_suffix_on_a_model_without_fim_is_a_clear_400(cluster: Cluster) -> None:
+    client = ollama.Client(
+        host=cluster.base_url, headers={"Authorization": f"Bearer {cluster.api_key}"}
+    )
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.generate(model=DEMO_MODEL, prompt="def add(a, b):", suffix="\n")
+    assert caught.value.status_code == 400
+    assert "does not support insert" in caught.value.error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -13,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from gateway.queue.protocol import ChatMessage, SamplingOptions, Tools
-from workers.engine import ChatPrompt, EngineOutput, EngineRequestError
+from workers.engine import ChatPrompt, EngineOutput, EngineRequestError, TextPrompt
 
 pytestmark = pytest.mark.e2e
 
@@ -181,3 +182,21 @@ async def test_a_named_call_streams_arguments_valid_under_the_schema(engine: Vll
     assert pieces[0].id.startswith("call_")
     assert isinstance(json.loads("".join(p.arguments for p in pieces)), dict)
     assert outputs[-1].finish_reason == "stop"
+
+
+async def test_a_fim_template_shapes_the_prompt_the_engine_counts(
+    engine: VllmEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = "<file_sep>{prefix}<filename>{suffix}<file_sep>"  # this tokenizer's special tokens
+    monkeypatch.setattr(engine, "_info", dataclasses.replace(engine.info, fim_template=template))
+    prompt = TextPrompt("def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n")
+    outputs = [
+        o
+        async for o in engine.generate(
+            "fim", prompt, SamplingOptions(max_tokens=4, ignore_eos=True)
+        )
+    ]
+    rendered = template.replace("{prefix}", prompt.text).replace("{suffix}", prompt.suffix or "")
+    expected = len(engine._llm.get_tokenizer().encode(rendered, add_special_tokens=True))
+    assert outputs[-1].prompt_tokens == expected
+    assert outputs[-1].completion_tokens == 4

@@ -33,7 +33,15 @@ from workers.embedding_jobs import (
     check_token_ids,
     fit_embedding_input,
 )
-from workers.engine import ChatPrompt, EngineInfo, EngineOutput, EngineRequestError, Prompt
+from workers.engine import (
+    ChatPrompt,
+    EngineInfo,
+    EngineOutput,
+    EngineRequestError,
+    Prompt,
+    TextPrompt,
+)
+from workers.fim import prompt_text
 from workers.tool_calls import (
     TOOL_CALLS,
     Extracted,
@@ -141,6 +149,7 @@ class FakeEngine:
         model: str = "fake-model",
         weights_digest: str = "sha256:" + "0" * 64,
         has_tool_parser: bool = False,
+        fim_template: str = "",
         task: str = "generate",
         embedding_size: int = 8,
         is_matryoshka: bool = False,
@@ -157,6 +166,7 @@ class FakeEngine:
             chat_template=CHAT_TEMPLATE,
             generation_defaults={"temperature": 0.6},
             tool_parser="hermes" if has_tool_parser else "",
+            fim_template=fim_template,
             task=task,
             embedding_size=embedding_size if task == "embed" else 0,
         )
@@ -180,6 +190,8 @@ class FakeEngine:
         tools = prompt.tools if isinstance(prompt, ChatPrompt) else None
         parsed = fake_tool_syntax if self._info.tool_parser else None
         extractor = extractor_for(tools, self._info.model, parsed)
+        if isinstance(prompt, TextPrompt):  # what VllmEngine tokenizes, FIM shaped
+            prompt = TextPrompt(prompt_text(prompt, self._info))
         prompt_tokens = count_prompt_tokens(prompt)
         max_tokens = sampling.max_tokens
         if max_tokens is not None and sampling.max_tokens_is_cap:  # as VllmEngine

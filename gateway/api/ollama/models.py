@@ -70,7 +70,22 @@ def capabilities(worker: WorkerInfo) -> list[str]:
     """What Ollama clients look for: ``tools`` only where a parser reads the model's calls."""
     if worker.task == "embed":
         return ["embedding"]
-    return ["completion", "tools"] if worker.tool_parser else ["completion"]
+    return [
+        "completion",
+        *(["tools"] if worker.tool_parser else []),
+        *(["insert"] if worker.can_insert else []),
+    ]
+
+
+def template(card: ModelCard) -> str:
+    """The chat template; with a FIM template, Ollama's ``{{ if .Suffix }}`` branch before
+    it, which is how Ollama clients (Continue) tell that a model fills in the middle."""
+    if not card.fim_template:
+        return card.chat_template
+    fim = card.fim_template.replace("{prefix}", "{{ .Prompt }}").replace(
+        "{suffix}", "{{ .Suffix }}"
+    )
+    return f"{{{{- if .Suffix }}}}{fim}{{{{- else }}}}{card.chat_template}{{{{- end }}}}"
 
 
 async def usable_workers(
@@ -178,7 +193,7 @@ class OllamaModelsController(Controller):
         return Show(
             modelfile=f"# Served by Enclave: {model}\nFROM {model}\n",
             parameters=parameters(card),
-            template=card.chat_template,
+            template=template(card),
             details=details(worker),
             model_info=model_info(worker),
             capabilities=capabilities(worker),

@@ -171,8 +171,15 @@ def ollama_tool_calls(calls: list[ToolCall]) -> tuple[list[OllamaToolCall], str]
 
 def generate_request(body: GenerateRequest, endpoint: str, model: str) -> InferenceRequest:
     refuse_thinking(body.think, body.model)
-    if body.suffix:
-        raise InvalidRequest(f"{body.model} does not support insert", param="suffix")
+    if body.suffix:  # fill in the middle, in the model's own FIM prompt (or a 400)
+        return InferenceRequest(
+            endpoint=endpoint,
+            model=model,
+            kind="completion",
+            sampling=sampling(body.options, body.format),
+            prompt=body.prompt,
+            suffix=body.suffix,
+        )
     refuse_unsupported(images=body.images, template=body.template, context=body.context)
     if body.raw:
         return InferenceRequest(
