@@ -65,6 +65,8 @@ class ChatRequest(msgspec.Struct, frozen=True):
     keep_alive: Any = None
     tools: list[Any] | None = None
     think: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class GenerateRequest(msgspec.Struct, frozen=True):
@@ -81,6 +83,8 @@ class GenerateRequest(msgspec.Struct, frozen=True):
     options: Options | None = None
     keep_alive: Any = None
     think: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class ModelRequest(msgspec.Struct, frozen=True):

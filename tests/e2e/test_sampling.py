@@ -1,9 +1,11 @@
-"""``n`` and log probabilities on the real worker, through the openai SDK."""
+"""``n`` and log probabilities on the real worker, through the openai SDK and the ollama
+client."""
 
 from __future__ import annotations
 
 import math
 
+import ollama
 import pytest
 
 from tests.e2e.conftest import Cluster
@@ -70,3 +72,21 @@ def test_legacy_completion_logprobs(cluster: Cluster) -> None:
     ):
         assert logprob <= 0
         assert top[token] == logprob  # greedy: the sampled token is among the top two
+
+
+def test_ollama_logprobs_on_the_real_worker(cluster: Cluster) -> None:
+    client = ollama.Client(
+        host=cluster.base_url, headers={"Authorization": f"Bearer {cluster.api_key}"}
+    )
+    answer = client.chat(
+        model=DEMO_MODEL,
+        messages=QUESTION,
+        options={"temperature": 0, "num_predict": 10},
+        logprobs=True,
+        top_logprobs=2,
+    )
+    assert answer.logprobs
+    assert "".join(e.token for e in answer.logprobs) == answer.message.content
+    for entry in answer.logprobs:
+        best = (entry.top_logprobs or [])[0]
+        assert (best.token, best.logprob) == (entry.token, entry.logprob)  # greedy

@@ -251,3 +251,40 @@ async def test_think_false_is_fine(stack: Stack) -> None:
     client = await client_for(stack)
     response = await client.chat(model="fake:7b", messages=QUESTION, think=False, stream=False)
     assert response.message.content == ANSWER
+
+
+async def test_logprobs_come_with_each_piece_as_ollama_sends_them(stack: Stack) -> None:
+    client = await client_for(stack)
+    pieces = [
+        p
+        async for p in await client.chat(
+            model="fake:7b", messages=QUESTION, stream=True, logprobs=True, top_logprobs=2
+        )
+    ]
+    with_text = [p for p in pieces if p.message.content]
+    for piece in with_text:
+        assert piece.logprobs is not None
+        assert "".join(e.token for e in piece.logprobs) == piece.message.content
+        assert all(len(e.top_logprobs or []) == 2 for e in piece.logprobs)
+    [(_, _, sampling)] = stack.engine.requests
+    assert sampling.logprobs == 2
+
+
+async def test_logprobs_of_a_whole_answer(stack: Stack) -> None:
+    client = await client_for(stack)
+    answer = await client.generate(model="fake:7b", prompt="Hi", stream=False, logprobs=True)
+    assert answer.logprobs is not None
+    assert "".join(e.token for e in answer.logprobs) == answer.response
+    assert all(e.logprob == -0.25 for e in answer.logprobs)
+    plain = await client.generate(model="fake:7b", prompt="Hi", stream=False)
+    assert plain.logprobs is None
+
+
+async def test_top_logprobs_above_20_is_a_400(stack: Stack) -> None:
+    key = await stack.key()
+    body = {"model": "fake:7b", "prompt": "Hi", "logprobs": True, "top_logprobs": 21}
+    response = await stack.client.post(
+        "/api/generate", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 400
+    assert set(response.json()) == {"error"}

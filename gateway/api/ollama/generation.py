@@ -6,7 +6,7 @@ answers ``done_reason: "load"`` at once if the model is served, and runs nothing
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,12 +20,14 @@ from gateway.api.ollama.translate import (
     chat_request,
     enclave_name,
     generate_request,
+    ollama_logprobs,
     ollama_tool_calls,
     timestamp,
 )
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError
 from gateway.inference import InferenceRequest, InferenceService, JobRun
+from gateway.queue.protocol import TokenLogprob
 from gateway.schemas.ollama import (
     AssistantMessage,
     ChatChunk,
@@ -66,10 +68,22 @@ def last(piece: msgspec.Struct, clock: Clock, run: JobRun) -> dict[str, Any]:
     return fields | final
 
 
-async def ndjson(run: JobRun, model: str, piece: Piece, clock: Clock) -> AsyncIterator[bytes]:
+def with_logprobs(piece: msgspec.Struct, entries: Sequence[TokenLogprob] | None) -> Any:
+    """The piece, with Ollama's ``logprobs`` of its tokens when the request asked for them."""
+    if entries is None:
+        return piece
+    fields: dict[str, Any] = msgspec.to_builtins(piece)
+    return fields | {"logprobs": ollama_logprobs(entries)}
+
+
+async def ndjson(
+    run: JobRun, model: str, piece: Piece, clock: Clock, wants_logprobs: bool
+) -> AsyncIterator[bytes]:
     try:
-        async for text in run.deltas():
-            yield line(piece(model, timestamp(), text, []))
+        async for delta in run.updates():
+            if delta.text or (wants_logprobs and delta.logprobs):
+                text_piece = piece(model, timestamp(), delta.text, [])
+                yield line(with_logprobs(text_piece, delta.logprobs if wants_logprobs else None))
         calls, unparsed = ollama_tool_calls(run.tool_calls)
         if calls or unparsed:  # Ollama sends the calls in a piece of their own
             yield line(piece(model, timestamp(), unparsed, calls))
@@ -87,14 +101,19 @@ async def answer(
     stream: bool,
     piece: Piece,
     clock: Clock,
+    wants_logprobs: bool,
 ) -> Response[Any]:
     headers = {"x-request-id": run.request_id} | run.ratelimit_headers
     if stream:
-        return Stream(ndjson(run, model, piece, clock), media_type=MEDIA_TYPE, headers=headers)
+        body = ndjson(run, model, piece, clock, wants_logprobs)
+        return Stream(body, media_type=MEDIA_TYPE, headers=headers)
     await collect(request, run)
     calls, unparsed = ollama_tool_calls(run.tool_calls)
     answered = piece(model, timestamp(), run.text + unparsed, calls)
-    return Response(last(answered, clock, run), headers=headers)
+    final = last(answered, clock, run)
+    if wants_logprobs:
+        final["logprobs"] = ollama_logprobs(run.logprob_parts.get(0, []))
+    return Response(final, headers=headers)
 
 
 def loaded(piece: msgspec.Struct) -> dict[str, Any]:
@@ -139,7 +158,8 @@ async def generation(
             return Response(loaded(piece(body.model, timestamp(), "", [])))
         job = convert(body, endpoint, model)
         run = await start(request, inference, intake, principal, job)
-    return await answer(request, run, body.model, body.stream, piece, clock)
+    wants_logprobs = job.sampling.logprobs is not None
+    return await answer(request, run, body.model, body.stream, piece, clock, wants_logprobs)
 
 
 class OllamaGenerationController(Controller):

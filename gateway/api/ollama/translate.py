@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from gateway.api.structured import ollama_format
 from gateway.api.tools import tools_of
 from gateway.errors import InvalidRequest
 from gateway.inference import InferenceRequest, JobRun
-from gateway.queue.protocol import ChatMessage, SamplingOptions, ToolCall
+from gateway.queue.protocol import ChatMessage, SamplingOptions, TokenLogprob, ToolCall
 from gateway.schemas.ollama import (
     ChatRequest,
     Final,
@@ -62,12 +62,42 @@ def timestamp(at: float | None = None) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def sampling(options: Options | None, format_: object = None) -> SamplingOptions:
-    """Ollama's options (and ``format``) as OpenAI-style sampling; an option vLLM cannot
-    honour is a 400."""
+MAX_TOP_LOGPROBS = 20  # Ollama's limit
+
+
+def logprobs_of(logprobs: bool | None, top_logprobs: int | None) -> int | None:
+    """The alternatives per token to report (None: no logprobs), as Ollama reads the two."""
+    if top_logprobs is not None and not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(
+            f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs"
+        )
+    return (top_logprobs or 0) if logprobs else None
+
+
+def ollama_logprobs(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """Ollama's ``logprobs``: each token with its bytes and its likeliest alternatives."""
+    return [
+        {
+            "token": e.token,
+            "logprob": e.logprob,
+            "bytes": list(e.token.encode()),
+            "top_logprobs": [
+                {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())}
+                for t in e.top
+            ],
+        }
+        for e in entries
+    ]
+
+
+def sampling(
+    options: Options | None, format_: object = None, logprobs: int | None = None
+) -> SamplingOptions:
+    """Ollama's options (and ``format``, and the logprobs wanted) as OpenAI-style sampling;
+    an option vLLM cannot honour is a 400."""
     structured = ollama_format(format_)
     if options is None:
-        return SamplingOptions(**structured)
+        return SamplingOptions(logprobs=logprobs, **structured)
     for name, neutral in NEUTRAL.items():
         value = getattr(options, name)
         if value is not None and value != neutral:
@@ -83,6 +113,7 @@ def sampling(options: Options | None, format_: object = None) -> SamplingOptions
     return SamplingOptions(
         max_tokens=predict if predict is not None and predict >= 0 else None,
         max_tokens_is_cap=True,  # Ollama stops where the context ends, it never refuses
+        logprobs=logprobs,
         temperature=options.temperature,
         top_p=options.top_p,
         top_k=options.top_k,
@@ -147,7 +178,7 @@ def chat_request(body: ChatRequest, endpoint: str, model: str) -> InferenceReque
         endpoint=endpoint,
         model=model,
         kind="chat",
-        sampling=sampling(body.options, body.format),
+        sampling=sampling(body.options, body.format, logprobs_of(body.logprobs, body.top_logprobs)),
         messages=tuple(chat_message(m) for m in body.messages),
         tools=tools,
     )
@@ -176,7 +207,9 @@ def generate_request(body: GenerateRequest, endpoint: str, model: str) -> Infere
             endpoint=endpoint,
             model=model,
             kind="completion",
-            sampling=sampling(body.options, body.format),
+            sampling=sampling(
+                body.options, body.format, logprobs_of(body.logprobs, body.top_logprobs)
+            ),
             prompt=body.prompt,
             suffix=body.suffix,
         )
@@ -186,7 +219,9 @@ def generate_request(body: GenerateRequest, endpoint: str, model: str) -> Infere
             endpoint=endpoint,
             model=model,
             kind="completion",
-            sampling=sampling(body.options, body.format),
+            sampling=sampling(
+                body.options, body.format, logprobs_of(body.logprobs, body.top_logprobs)
+            ),
             prompt=body.prompt,
         )
     messages = [ChatMessage("system", body.system)] if body.system else []
@@ -195,7 +230,7 @@ def generate_request(body: GenerateRequest, endpoint: str, model: str) -> Infere
         endpoint=endpoint,
         model=model,
         kind="chat",
-        sampling=sampling(body.options, body.format),
+        sampling=sampling(body.options, body.format, logprobs_of(body.logprobs, body.top_logprobs)),
         messages=tuple(messages),
     )
 
