@@ -180,7 +180,8 @@ class Running(msgspec.Struct, frozen=True):
 
 class Show(msgspec.Struct, frozen=True):
     modelfile: str
-    parameters: str
+    parameters: str | msgspec.UnsetType
+    """Left out when the model has none, as Ollama does (Continue parses every line)."""
     template: str
     details: Details
     model_info: dict[str, Any]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, delete, get, head, post
 from litestar.di import NamedDependency
 
@@ -48,10 +49,12 @@ def digest(worker: WorkerInfo) -> str:
     return worker.weights_digest.removeprefix("sha256:")
 
 
-def parameters(card: ModelCard) -> str:
-    """The model's generation defaults as Modelfile PARAMETER lines (``name value``)."""
+def parameters(card: ModelCard) -> str | msgspec.UnsetType:
+    """The model's generation defaults as Modelfile PARAMETER lines (``name value``); none
+    at all leaves the field out, as Ollama does (an empty line would stop Continue's
+    reading of the answer, FIM detection included)."""
     defaults = sorted(card.generation_defaults.items())
-    return "\n".join(f"{name} {value}" for name, value in defaults)
+    return "\n".join(f"{name} {value}" for name, value in defaults) or msgspec.UNSET
 
 
 def model_info(worker: WorkerInfo) -> dict[str, Any]:
