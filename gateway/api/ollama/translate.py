@@ -201,37 +201,24 @@ def ollama_tool_calls(calls: list[ToolCall]) -> tuple[list[OllamaToolCall], str]
 
 
 def generate_request(body: GenerateRequest, endpoint: str, model: str) -> InferenceRequest:
+    """A completion of the prompt as it is (``raw``), or filling in before ``suffix`` in
+    the model's own FIM prompt (a 400 where it has none); else a one-turn chat."""
     refuse_thinking(body.think, body.model)
-    if body.suffix:  # fill in the middle, in the model's own FIM prompt (or a 400)
-        return InferenceRequest(
-            endpoint=endpoint,
-            model=model,
-            kind="completion",
-            sampling=sampling(
-                body.options, body.format, logprobs_of(body.logprobs, body.top_logprobs)
-            ),
-            prompt=body.prompt,
-            suffix=body.suffix,
-        )
     refuse_unsupported(images=body.images, template=body.template, context=body.context)
-    if body.raw:
+    options = sampling(body.options, body.format, logprobs_of(body.logprobs, body.top_logprobs))
+    if body.suffix or body.raw:
         return InferenceRequest(
             endpoint=endpoint,
             model=model,
             kind="completion",
-            sampling=sampling(
-                body.options, body.format, logprobs_of(body.logprobs, body.top_logprobs)
-            ),
+            sampling=options,
             prompt=body.prompt,
+            suffix=body.suffix or None,
         )
     messages = [ChatMessage("system", body.system)] if body.system else []
     messages.append(ChatMessage("user", body.prompt))
     return InferenceRequest(
-        endpoint=endpoint,
-        model=model,
-        kind="chat",
-        sampling=sampling(body.options, body.format, logprobs_of(body.logprobs, body.top_logprobs)),
-        messages=tuple(messages),
+        endpoint=endpoint, model=model, kind="chat", sampling=options, messages=tuple(messages)
     )
 
 
