@@ -14,9 +14,12 @@ from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway import telemetry
 from gateway.api.admin import (
     AdminKeysController,
     AdminLimitsController,
@@ -98,7 +101,18 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def create_app(settings: Settings) -> Litestar:
+def tracing_plugin(provider: TracerProvider) -> OpenTelemetryPlugin:
+    """Litestar's own OpenTelemetry plugin: a server span per request (probes left out)."""
+    return OpenTelemetryPlugin(
+        OpenTelemetryConfig(tracer_provider=provider, exclude=["/healthz", "/readyz"])
+    )
+
+
+def create_app(settings: Settings, tracer_provider: TracerProvider | None = None) -> Litestar:
+    """The app; traces go to ``tracer_provider`` if given (tests), else where the settings
+    say (nowhere by default)."""
+    own_provider = tracer_provider is None
+    provider = tracer_provider or telemetry.tracer_provider(settings.telemetry, "gateway")
     signer = (
         load_signer(settings.audit.signing_key_file) if settings.audit.signing_key_file else None
     )
@@ -171,6 +185,7 @@ def create_app(settings: Settings) -> Litestar:
             start_timeout_s=settings.queue.start_timeout_s,
             max_queued_per_tenant=settings.queue.max_queued_per_tenant,
             scheduling=settings.queue.scheduling,
+            tracer=telemetry.tracer_of(provider),
         )
         app.state.compliance = Compliance(
             log=app.state.audit,
@@ -219,6 +234,8 @@ def create_app(settings: Settings) -> Litestar:
                 await audit_db.dispose()
             if sequencer_db is not audit_db:
                 await sequencer_db.dispose()
+            if provider is not None and own_provider:
+                provider.shutdown()  # sends the spans still batched
 
     def provide_http_settings() -> HttpSettings:
         return settings.http
@@ -249,6 +266,7 @@ def create_app(settings: Settings) -> Litestar:
             OllamaEmbedController,
         ],
         lifespan=[lifespan],
+        plugins=[tracing_plugin(provider)] if provider is not None else [],
         dependencies={
             "inference": Provide(provide_inference, sync_to_thread=False),
             "authenticator": Provide(provide_authenticator, sync_to_thread=False),

@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 import msgspec
+from opentelemetry import trace
 
 from gateway.audit.content import ContentVault
 from gateway.audit.records import AUDIT_UNWRITABLE, AuditEntry, AuditLog
@@ -55,6 +56,7 @@ from gateway.queue.protocol import (
 from gateway.queue.schedule import estimated_tokens
 from gateway.quotas.admission import Decision
 from gateway.quotas.service import Quotas, ratelimit_headers
+from gateway.telemetry import current_context_carrier
 
 logger = logging.getLogger("enclave.inference")
 
@@ -276,6 +278,7 @@ class InferenceService:
         start_timeout_s: float = 30.0,
         max_queued_per_tenant: int = 100,
         scheduling: Literal["fair", "fifo"] = "fair",
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.queue = queue
         self.audit = audit
@@ -284,6 +287,7 @@ class InferenceService:
         self.start_timeout_s = start_timeout_s
         self.max_queued_per_tenant = max_queued_per_tenant
         self.scheduling = scheduling
+        self.tracer = tracer or trace.NoOpTracer()
 
     async def find_worker(self, model: str, principal: Principal) -> WorkerInfo:
         """A live worker for ``model``; a model the tenant may not use does not exist for it."""
@@ -318,38 +322,35 @@ class InferenceService:
                 code="queue_full",
                 retry_after_s=await self.queue.wait_estimate_s(request.model),
             )
-        limits = (
-            await self.quotas.admit(
-                principal,
-                request_id,
-                request.text,
-                max_tokens * request.sampling.n if max_tokens is not None else None,
-            )
-            if self.quotas is not None
-            else None
-        )
+        with self.tracer.start_as_current_span("admission"):
+            limits = await self._admit(principal, request_id, request, max_tokens)
         try:
-            entry = self._entry(principal, request_id, request, "accepted", 202)
-            sealed = await self._seal(principal, request_id, "prompt", request.text)
-            await self.audit.append(replace(entry, prompt_sealed=sealed))
-            job = Job(
-                id=request_id,
-                model=request.model,
-                kind=request.kind,
-                reply_to=self.queue.inbox,
-                tenant=principal.tenant_id,
-                sampling=request.sampling,
-                enqueued_at=time.time(),
-                messages=request.messages,
-                prompt=request.prompt,
-                echo=request.echo,
-                tools=request.tools,
-                suffix=request.suffix,
-                embed=request.embed,
-                start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
-                **self._schedule(principal, request),
-            )
-            events = await self.queue.submit(job)
+            with self.tracer.start_as_current_span("audit"):
+                entry = self._entry(principal, request_id, request, "accepted", 202)
+                sealed = await self._seal(principal, request_id, "prompt", request.text)
+                await self.audit.append(replace(entry, prompt_sealed=sealed))
+            with self.tracer.start_as_current_span(
+                "enqueue", attributes={"enclave.request_id": request_id}
+            ):
+                job = Job(
+                    id=request_id,
+                    model=request.model,
+                    kind=request.kind,
+                    reply_to=self.queue.inbox,
+                    tenant=principal.tenant_id,
+                    sampling=request.sampling,
+                    enqueued_at=time.time(),
+                    messages=request.messages,
+                    prompt=request.prompt,
+                    echo=request.echo,
+                    tools=request.tools,
+                    suffix=request.suffix,
+                    embed=request.embed,
+                    trace=current_context_carrier(),
+                    start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
+                    **self._schedule(principal, request),
+                )
+                events = await self.queue.submit(job)
         except BaseException:  # not accepted after all: give the reservation back
             if self.quotas is not None:
                 await self.quotas.settle(request_id, 0)
@@ -379,6 +380,19 @@ class InferenceService:
         finally:
             await self.queue.unqueue(job)
         return run
+
+    async def _admit(
+        self,
+        principal: Principal,
+        request_id: str,
+        request: InferenceRequest,
+        max_tokens: int | None,
+    ) -> Decision | None:
+        """The quota decision (raises the refusal); None without quotas."""
+        if self.quotas is None:
+            return None
+        reserved = max_tokens * request.sampling.n if max_tokens is not None else None
+        return await self.quotas.admit(principal, request_id, request.text, reserved)
 
     def _schedule(self, principal: Principal, request: InferenceRequest) -> dict[str, Any]:
         """Where the job waits: its tenant's queue in its class, or one queue in FIFO order."""

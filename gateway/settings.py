@@ -271,6 +271,15 @@ class OidcSettings(_Section):
         return self
 
 
+class TelemetrySettings(_Section):
+    """Traces go to an OTLP/HTTP endpoint ops run; none configured, nothing is traced and
+    nothing leaves the process."""
+
+    otlp_endpoint: str | None = None
+    """e.g. ``http://otel-collector:4318/v1/traces``."""
+    service_name: str = "enclave"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -291,6 +300,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     oidc: OidcSettings = OidcSettings()
     ollama: OllamaSettings = OllamaSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @property
     def database_url(self) -> str:

@@ -12,6 +12,7 @@ import uuid
 from redis.asyncio import Redis
 
 from gateway.settings import Settings, load_settings
+from gateway.telemetry import tracer_of, tracer_provider
 from workers.consumer import Consumer
 from workers.models import model_digest, resolve_model
 
@@ -45,6 +46,7 @@ async def run_worker(settings: Settings) -> None:
         fim_template=settings.worker.fim_template,
         runner=settings.worker.runner,
     )
+    provider = tracer_provider(settings.telemetry, "worker")
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     consumer = Consumer(
@@ -55,6 +57,7 @@ async def run_worker(settings: Settings) -> None:
         worker_ttl_s=settings.queue.worker_ttl_s,
         interactive_reserve=settings.worker.interactive_reserve,
         failpoint=settings.worker.failpoint,
+        tracer=tracer_of(provider),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,6 +75,8 @@ async def run_worker(settings: Settings) -> None:
     finally:
         await redis.aclose()
         engine.shutdown()
+        if provider is not None:
+            provider.shutdown()  # sends the spans still batched
     logger.info("worker %s drained and stopped", worker_id)
 
 

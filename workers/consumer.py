@@ -19,9 +19,11 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -49,6 +51,7 @@ from gateway.queue.protocol import (
     workers_index_key,
 )
 from gateway.queue.schedule import Scheduler
+from gateway.telemetry import context_from
 from workers.embedding_jobs import serve_embedding
 from workers.engine import ChatPrompt, EngineRequestError, InferenceEngine, Prompt, TextPrompt
 from workers.publisher import EventPublisher
@@ -79,6 +82,7 @@ class Consumer:
         worker_ttl_s: float,
         interactive_reserve: int = 1,
         failpoint: str | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._redis = redis
         self._engine = engine
@@ -86,6 +90,7 @@ class Consumer:
         self._lease_ms = int(lease_timeout_s * 1000)
         self._worker_ttl_s = worker_ttl_s
         self._failpoint = failpoint
+        self._tracer = tracer or trace.NoOpTracer()
         self._model = engine.info.model
         self._reserve = min(interactive_reserve, engine.info.capacity - 1)
         self._scheduler = Scheduler(redis)
@@ -191,7 +196,8 @@ class Consumer:
                 return
             if self._failpoint == HOLD_BEFORE_GENERATE:
                 await asyncio.Event().wait()  # fault injection: hold the job until killed
-            await (self._embed(job) if self._is_embedding(job) else self._generate(job))
+            with self._traced(job):
+                await (self._embed(job) if self._is_embedding(job) else self._generate(job))
         except asyncio.CancelledError:
             logger.info("job %s cancelled by its client", job.id)
         except Exception:
@@ -206,6 +212,21 @@ class Consumer:
             self._slot_freed.set()
             with contextlib.suppress(RedisError):
                 await self._heartbeat()
+
+    @contextlib.contextmanager
+    def _traced(self, job: Job) -> Iterator[None]:
+        """The job's spans, in the trace of the request that queued it: the job, the wait
+        in the queue (from enqueue to now), and the engine's work inside it."""
+        context = context_from(job.trace)
+        attributes = {
+            "enclave.request_id": job.id,
+            "enclave.model": job.model,
+            "enclave.worker": self.worker_id,
+        }
+        with self._tracer.start_as_current_span("job", context=context, attributes=attributes):
+            self._tracer.start_span("queue wait", start_time=int(job.enqueued_at * 1e9)).end()
+            with self._tracer.start_as_current_span("engine generate"):
+                yield
 
     async def _should_skip(self, job: Job, is_reclaimed: bool) -> bool:
         if job.start_by and time.time() > job.start_by:
@@ -238,6 +259,7 @@ class Consumer:
         try:
             async for out in self._engine.generate(job.id, prompt, job.sampling):
                 if not has_streamed:
+                    trace.get_current_span().add_event("first token")
                     # The flag precedes the first event in one ordered pipeline.
                     self._publisher.set_flag(streamed_flag_key(job.id), FLAG_TTL_S)
                     info = self._engine.info

@@ -37,6 +37,7 @@ from gateway.queue.protocol import (  # noqa: E402
     ToolCallDelta,
     Tools,
 )
+from gateway.telemetry import current_context_carrier  # noqa: E402
 from workers.embedding_jobs import (  # noqa: E402
     NOT_AN_EMBEDDING_MODEL,
     check_token_ids,
@@ -232,7 +233,12 @@ class VllmEngine:
             skip_special_tokens=skip_special_tokens,
         )
         # A ready TokensInput: raw TokensPrompt dicts are deprecated input in vLLM 0.32.
-        stream = self._llm.generate(tokens_input(token_ids), params, request_id)
+        stream = self._llm.generate(
+            tokens_input(token_ids),
+            params,
+            request_id,
+            trace_headers=current_context_carrier() or None,  # vLLM's own spans, if it has them
+        )
         completion_tokens = 0
         try:
             async for output in stream:

@@ -83,7 +83,8 @@ async def authorized_call(
     """Authenticate the caller and check its rights with ``require`` (a request id of
     ``kind``); every refusal raised inside the block is audited."""
     async with audited(inference, new_request_id(kind), endpoint) as intake:
-        principal = await authenticate(request, authenticator, intake)
+        with inference.tracer.start_as_current_span("authenticate"):
+            principal = await authenticate(request, authenticator, intake)
         yield intake, require(principal)
 
 

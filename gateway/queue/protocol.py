@@ -116,6 +116,8 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     tools: Tools | None = None
     suffix: str | None = None
     """A completion job's text after the gap (fill-in-the-middle); ``prompt`` is before it."""
+    trace: dict[str, str] = msgspec.field(default_factory=dict)
+    """The W3C trace context (``traceparent``) of the request, when it is traced."""
     embed: EmbedInputs | None = None
     """The inputs of an ``embed`` job."""
 

@@ -29,6 +29,7 @@ from tests.audit_records import Logged, read_logged
 from tests.conftest import admin_connection
 from tests.integration.sso import provider_settings
 from tests.oidc_provider import OidcProvider
+from tests.otlp_receiver import OtlpReceiver, otlp_receiver
 from tests.processes import DEMO_MODEL, EMBEDDING_MODEL, Processes, worker_env
 from workers.models import pull_model
 
@@ -118,11 +119,19 @@ def issuers_env(provider: OidcProvider) -> str:
 
 
 @pytest.fixture(scope="session")
+def trace_receiver() -> Iterator[OtlpReceiver]:
+    """Where the cluster's gateway and worker send their traces."""
+    with otlp_receiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def cluster(
     e2e_database_url: str,
     e2e_redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
     oidc_provider: OidcProvider,
+    trace_receiver: OtlpReceiver,
 ) -> Iterator[Cluster]:
     model_path = pull_model(DEMO_MODEL, Settings().model_dir, progress=lambda _: None)
     log_dir = tmp_path_factory.mktemp("e2e-logs")
@@ -134,6 +143,8 @@ def cluster(
         ENCLAVE_QUEUE__WORKER_TTL_S="5",
         ENCLAVE_WORKER__MAX_NUM_SEQS="16",
         ENCLAVE_OIDC__ISSUERS=issuers_env(oidc_provider),
+        ENCLAVE_TELEMETRY__OTLP_ENDPOINT=trace_receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY="100",  # export batched spans within 0.1 s
     )
     processes = Processes(env=env, log_dir=log_dir)
     try:

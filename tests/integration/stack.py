@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -33,6 +34,7 @@ from gateway.settings import (
     RedisSettings,
     Settings,
 )
+from gateway.telemetry import tracer_of
 from tests.audit_records import Logged, read_logged
 from tests.fakes.engine import FakeEngine
 from tests.processes import free_port
@@ -151,6 +153,7 @@ async def open_stack(
     audit: AuditSettings | None = None,
     queue: QueueSettings | None = None,
     ollama: OllamaSettings | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[Stack]:
     await asyncio.to_thread(upgrade_to_head, database_url)
     settings = stack_settings(database_url, redis_url, audit_url, oidc, audit, queue, ollama)
@@ -159,8 +162,8 @@ async def open_stack(
     redis = Redis.from_url(redis_url)
     try:
         async with (
-            run_consumer(redis, engine),
-            serve(create_app(settings)) as base_url,
+            run_consumer(redis, engine, tracer=tracer_of(tracer_provider)),
+            serve(create_app(settings, tracer_provider)) as base_url,
             httpx.AsyncClient(base_url=base_url, timeout=30) as client,
         ):
             key = await asyncio.to_thread(load_or_create_pseudonym_key, settings.pseudonym_key_path)
