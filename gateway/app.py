@@ -266,6 +266,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             OllamaEmbedController,
         ],
         lifespan=[lifespan],
+        logging_config=None,  # logging is the process's: gateway/logs.py (JSON lines)
         plugins=[tracing_plugin(provider)] if provider is not None else [],
         dependencies={
             "inference": Provide(provide_inference, sync_to_thread=False),

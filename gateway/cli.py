@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from gateway.audit.commands import add_commands as add_audit_commands
 from gateway.auth.claims import ROLES
+from gateway.logs import configure_logging
 from gateway.settings import ConfigurationError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -35,6 +37,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         host=settings.http.host,
         port=settings.http.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go through our handler too (JSON lines)
         access_log=False,
         timeout_graceful_shutdown=30,
     )
@@ -171,6 +174,8 @@ def cmd_proxy(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
+    if "ENCLAVE_LOG_FORMAT" not in os.environ:  # a person reads this terminal
+        configure_logging(settings.log_level, "text")
     return run_demo(settings)
 
 
@@ -239,9 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"enclave: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     handler = args.handler
     result: int = handler(settings, args)
     return result

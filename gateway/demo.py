@@ -164,6 +164,7 @@ def run_demo(settings: Settings) -> int:
     embedding_path = pull_model(EMBEDDING_MODEL, settings.model_dir, progress=print)
     children: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ)
+    env.setdefault("ENCLAVE_LOG_FORMAT", "text")  # a person reads this terminal
     if settings.redis.url is None:
         redis_process, redis_url = start_embedded_redis(settings.state_dir)
         children.append(redis_process)

@@ -33,6 +33,7 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamFailed,
 )
+from gateway.logs import request_context
 from gateway.queue.client import RedisJobQueue
 from gateway.queue.protocol import (
     FIFO_QUEUE,
@@ -447,6 +448,17 @@ class InferenceService:
             await self.audit.append(replace(entry, answer_sealed=sealed))
         except EnclaveError:
             logger.error("outcome record for %s could not be written", run.request_id)
+        with request_context(run.request_id):
+            logger.info(
+                "%s %s: %d (%s), %d prompt + %d completion tokens, %d ms",
+                run._request.endpoint,
+                run._request.model,
+                status,
+                error_code or run.finish_reason,
+                run.prompt_tokens,
+                run.completion_tokens,
+                latency_ms,
+            )
 
     async def _seal(
         self, principal: Principal, request_id: str, field: str, text: str

@@ -291,6 +291,8 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=default_state_dir)
     model_dir: Path = Field(default_factory=default_model_dir)
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: Literal["json", "text"] = "json"
+    """``json``: one object per line with the request and trace ids; ``text`` for people."""
     database: DatabaseSettings = DatabaseSettings()
     audit: AuditSettings = AuditSettings()
     redis: RedisSettings = RedisSettings()

@@ -11,6 +11,7 @@ import uuid
 
 from redis.asyncio import Redis
 
+from gateway.logs import configure_logging, write_vllm_logging_config
 from gateway.settings import Settings, load_settings
 from gateway.telemetry import tracer_of, tracer_provider
 from workers.consumer import Consumer
@@ -24,6 +25,9 @@ NO_PHONE_HOME = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLIN
 async def run_worker(settings: Settings) -> None:
     """Load the engine, then serve jobs until SIGTERM or SIGINT, then drain and exit."""
     os.environ.update(NO_PHONE_HOME)
+    if settings.log_format == "json" and "VLLM_LOGGING_CONFIG_PATH" not in os.environ:
+        # vLLM configures logging in each of its processes (the engine core too): ours.
+        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(write_vllm_logging_config())
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.worker.cpu_kvcache_space_gib))
     if settings.worker.model_path is None:
         raise SystemExit("enclave worker: no model given (--model or ENCLAVE_WORKER__MODEL_PATH)")
@@ -81,8 +85,9 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker(load_settings()))
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(run_worker(settings))
 
 
 if __name__ == "__main__":

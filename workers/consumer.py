@@ -27,6 +27,7 @@ from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from gateway.logs import request_context
 from gateway.queue.protocol import (
     CANCEL_CHANNEL,
     MESSAGE_FIELD,
@@ -196,7 +197,7 @@ class Consumer:
                 return
             if self._failpoint == HOLD_BEFORE_GENERATE:
                 await asyncio.Event().wait()  # fault injection: hold the job until killed
-            with self._traced(job):
+            with self._traced(job), request_context(job.id):
                 await (self._embed(job) if self._is_embedding(job) else self._generate(job))
         except asyncio.CancelledError:
             logger.info("job %s cancelled by its client", job.id)

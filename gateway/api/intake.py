@@ -25,6 +25,7 @@ from gateway.auth.authenticator import Authenticator
 from gateway.auth.principal import Principal
 from gateway.errors import ClientDisconnected, EnclaveError, InvalidRequest, PayloadTooLarge
 from gateway.inference import InferenceRequest, InferenceService, JobRun
+from gateway.logs import request_context
 from gateway.schemas.decoding import decode_body
 
 T = TypeVar("T")
@@ -50,7 +51,8 @@ async def audited(
     """Audit every refusal raised inside the block that no other record covers yet."""
     intake = Intake(request_id=request_id, endpoint=endpoint)
     try:
-        yield intake
+        with request_context(request_id):
+            yield intake
     except EnclaveError as exc:
         if not exc.is_audited:
             await inference.refuse(intake.principal, request_id, endpoint, exc)
