@@ -9,19 +9,14 @@ to the same ``ToolCallExtractor`` port.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.queue.protocol import ToolCallDelta, Tools
+from gateway.queue.protocol import ToolCallDelta, Tools, new_call_id
 from workers.engine import EngineRequestError
 
 TOOL_CALLS = "tool_calls"
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 @dataclass(frozen=True)

@@ -38,21 +38,25 @@ def _bytes(token: str) -> list[int]:
     return list(token.encode())
 
 
+def token_logprobs(entries: Sequence[TokenLogprob]) -> list[TokenLogprobOut]:
+    """Each token with its bytes and its likeliest alternatives: the entries of chat's
+    ``logprobs.content``, and of Ollama's ``logprobs``, which has the same fields."""
+    return [
+        TokenLogprobOut(
+            e.token,
+            e.logprob,
+            _bytes(e.token),
+            [TopLogprobOut(t.token, t.logprob, _bytes(t.token)) for t in e.top],
+        )
+        for e in entries
+    ]
+
+
 def chat_choice_logprobs(entries: Sequence[TokenLogprob] | None) -> ChoiceLogprobs | None:
     """Chat's ``logprobs`` of a choice (or of a stream chunk's tokens)."""
     if entries is None:
         return None
-    return ChoiceLogprobs(
-        content=[
-            TokenLogprobOut(
-                e.token,
-                e.logprob,
-                _bytes(e.token),
-                [TopLogprobOut(t.token, t.logprob, _bytes(t.token)) for t in e.top],
-            )
-            for e in entries
-        ]
-    )
+    return ChoiceLogprobs(content=token_logprobs(entries))
 
 
 def legacy_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> CompletionLogprobs:

@@ -13,6 +13,7 @@ Wire format: msgpack (msgspec) in the field ``m`` of a Redis stream entry. Never
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 import msgspec
@@ -28,6 +29,11 @@ PRIORITIES: tuple[Priority, ...] = ("interactive", "batch")
 """Strict order: a worker takes batch work only when no interactive job waits."""
 FIFO_QUEUE = "*"
 """The one queue of every tenant when the gateway schedules first come, first served."""
+
+
+def new_call_id() -> str:
+    """A tool call's id, shaped as OpenAI's (``call_`` and 24 characters)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):

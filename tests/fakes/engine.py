@@ -27,6 +27,7 @@ from gateway.queue.protocol import (
     ToolCallDelta,
     Tools,
     TopLogprob,
+    new_call_id,
 )
 from workers.embedding_jobs import (
     NOT_AN_EMBEDDING_MODEL,
@@ -47,7 +48,6 @@ from workers.tool_calls import (
     Extracted,
     ToolCallExtractor,
     extractor_for,
-    new_call_id,
 )
 
 _TOKEN = re.compile(r"\s*\S+")

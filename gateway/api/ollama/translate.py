@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
+from gateway.api.logprobs import token_logprobs
 from gateway.api.structured import ollama_format
 from gateway.api.tools import tools_of
 from gateway.errors import InvalidRequest
 from gateway.inference import InferenceRequest, JobRun
-from gateway.queue.protocol import ChatMessage, SamplingOptions, TokenLogprob, ToolCall
+from gateway.queue.protocol import (
+    ChatMessage,
+    SamplingOptions,
+    TokenLogprob,
+    ToolCall,
+    new_call_id,
+)
 from gateway.schemas.ollama import (
     ChatRequest,
     Final,
@@ -75,19 +83,10 @@ def logprobs_of(logprobs: bool | None, top_logprobs: int | None) -> int | None:
 
 
 def ollama_logprobs(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
-    """Ollama's ``logprobs``: each token with its bytes and its likeliest alternatives."""
-    return [
-        {
-            "token": e.token,
-            "logprob": e.logprob,
-            "bytes": list(e.token.encode()),
-            "top_logprobs": [
-                {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode())}
-                for t in e.top
-            ],
-        }
-        for e in entries
-    ]
+    """Ollama's ``logprobs``: the same fields as OpenAI chat's (token, logprob, bytes,
+    top_logprobs)."""
+    builtins: list[dict[str, Any]] = msgspec.to_builtins(token_logprobs(entries))
+    return builtins
 
 
 def sampling(
@@ -146,7 +145,7 @@ def sent_tool_calls(calls: list[Any] | None) -> tuple[ToolCall, ...]:
         arguments = function.get("arguments", {})
         if not isinstance(arguments, dict):
             raise InvalidRequest("invalid tool call: arguments must be an object", param="messages")
-        call_id = raw.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+        call_id = raw.get("id") or new_call_id()
         converted.append(ToolCall(str(call_id), function["name"], json.dumps(arguments)))
     return tuple(converted)
 
