@@ -17,7 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway import telemetry
 from gateway.api.admin import (
@@ -31,7 +31,7 @@ from gateway.api.chat_completions import ChatCompletionsController
 from gateway.api.completions import CompletionsController
 from gateway.api.compliance import ComplianceController, SubjectsController
 from gateway.api.embeddings import EmbeddingsController
-from gateway.api.health import HealthController
+from gateway.api.health import HealthController, Readiness
 from gateway.api.models import ModelsController
 from gateway.api.ollama.embed import OllamaEmbedController
 from gateway.api.ollama.generation import OllamaGenerationController
@@ -39,7 +39,7 @@ from gateway.api.ollama.models import OllamaModelsController
 from gateway.api.personal_keys import PersonalKeysController
 from gateway.app_state import Databases
 from gateway.audit.checkpointer import run_checkpointer
-from gateway.audit.checkpoints import Verifier, load_signer
+from gateway.audit.checkpoints import Signer, Verifier, load_signer
 from gateway.audit.compliance import Compliance
 from gateway.audit.content import ContentVault, run_retention
 from gateway.audit.pseudonyms import load_or_create_pseudonym_key
@@ -49,9 +49,11 @@ from gateway.audit.sequencer import run_sequencer
 from gateway.audit.writer import PendingWriter
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.identity_providers import IdentityProvider
-from gateway.db.session import create_engine, create_session_factory
+from gateway.db.session import create_session_factory
 from gateway.errors import handle_exception
 from gateway.inference import InferenceService
+from gateway.management import ManagementServer
+from gateway.metrics import GatewayMetrics, MetricsExport
 from gateway.queue.client import RedisJobQueue
 from gateway.quotas.admission import Admission
 from gateway.quotas.service import Quotas
@@ -76,6 +78,11 @@ def provide_compliance(state: State) -> Compliance:
 def provide_databases(state: State) -> Databases:
     databases: Databases = state.databases
     return databases
+
+
+def provide_readiness(state: State) -> Readiness:
+    readiness: Readiness = state.readiness
+    return readiness
 
 
 def provide_redis(state: State) -> Redis:
@@ -108,6 +115,40 @@ def tracing_plugin(provider: TracerProvider) -> OpenTelemetryPlugin:
     )
 
 
+def start_background_tasks(
+    settings: Settings,
+    sequencer_db: AsyncEngine,
+    vault: ContentVault,
+    quotas: Quotas,
+    signer: Signer | None,
+    stop: asyncio.Event,
+) -> list[asyncio.Task[None]]:
+    """The audit sequencer (first), quota lease renewals, content retention and, with a
+    signing key, the checkpointer; each runs until ``stop`` is set."""
+    tasks = [
+        asyncio.create_task(run_sequencer(sequencer_db, stop)),
+        asyncio.create_task(quotas.run_renewals(stop)),
+        asyncio.create_task(
+            run_retention(vault, sequencer_db, settings.audit.metadata_retention_days, stop)
+        ),
+    ]
+    if signer is not None:
+        tasks.append(
+            asyncio.create_task(
+                run_checkpointer(
+                    sequencer_db,
+                    signer,
+                    settings.audit.origin,
+                    stop,
+                    directory=settings.audit.checkpoint_dir,
+                    interval_s=settings.audit.checkpoint_interval_s,
+                    every_records=settings.audit.checkpoint_every_records,
+                )
+            )
+        )
+    return tasks
+
+
 def create_app(settings: Settings, tracer_provider: TracerProvider | None = None) -> Litestar:
     """The app; traces go to ``tracer_provider`` if given (tests), else where the settings
     say (nowhere by default)."""
@@ -133,17 +174,8 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        main_db = create_engine(settings.database_url)
-        audit_db = (
-            main_db
-            if settings.audit_database_url == settings.database_url
-            else create_engine(settings.audit_database_url)
-        )
-        sequencer_db = (
-            audit_db
-            if settings.sequencer_database_url == settings.audit_database_url
-            else create_engine(settings.sequencer_database_url)
-        )
+        databases = Databases.open(settings)
+        main_db, audit_db, sequencer_db = databases.main, databases.audit, databases.sequencer
         redis = Redis.from_url(settings.redis_url, health_check_interval=30)
         queue = RedisJobQueue(
             redis,
@@ -156,7 +188,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False, trust_env=False
         )
         providers = [IdentityProvider(i, idp_client, settings.oidc) for i in settings.oidc.issuers]
-        app.state.databases = Databases(main=main_db, audit=audit_db)
+        app.state.databases = databases
         app.state.redis = redis
         app.state.sessions = create_session_factory(main_db)
         app.state.authenticator = Authenticator(
@@ -170,6 +202,8 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         audit_writer = PendingWriter(audit_db)
         await audit_writer.start()
         app.state.audit = AuditLog(audit_writer, pseudonym_key)
+        metrics_export = MetricsExport("gateway")
+        metrics = GatewayMetrics(metrics_export.meter)
         master_key = await asyncio.to_thread(load_or_create_master_key, settings.content_key_path)
         vault = ContentVault(audit_db, main_db, master_key, settings.audit.content_retention_days)
         quotas = Quotas(
@@ -186,6 +220,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             max_queued_per_tenant=settings.queue.max_queued_per_tenant,
             scheduling=settings.queue.scheduling,
             tracer=telemetry.tracer_of(provider),
+            metrics=metrics,
         )
         app.state.compliance = Compliance(
             log=app.state.audit,
@@ -197,45 +232,37 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             checkpoint_dir=settings.audit.checkpoint_dir,
         )
         stop_audit = asyncio.Event()
-        audit_tasks = [
-            asyncio.create_task(run_sequencer(sequencer_db, stop_audit)),
-            asyncio.create_task(quotas.run_renewals(stop_audit)),
-            asyncio.create_task(
-                run_retention(
-                    vault, sequencer_db, settings.audit.metadata_retention_days, stop_audit
-                )
-            ),
-        ]
-        if signer is not None:
-            audit_tasks.append(
-                asyncio.create_task(
-                    run_checkpointer(
-                        sequencer_db,
-                        signer,
-                        settings.audit.origin,
-                        stop_audit,
-                        directory=settings.audit.checkpoint_dir,
-                        interval_s=settings.audit.checkpoint_interval_s,
-                        every_records=settings.audit.checkpoint_every_records,
-                    )
-                )
-            )
+        audit_tasks = start_background_tasks(
+            settings, sequencer_db, vault, quotas, signer, stop_audit
+        )
+        app.state.readiness = Readiness(app.state.databases, redis, audit_tasks[0])
+
+        async def metrics_text() -> bytes:
+            await metrics.sample(redis, audit_db)
+            return metrics_export.render()
+
+        management = ManagementServer(
+            settings.http.host,
+            settings.http.management_port,
+            readiness=app.state.readiness,
+            metrics=metrics_text,
+        )
+        if settings.http.management_port:
+            await management.start()
         try:
             yield
         finally:
+            await management.stop()
             await audit_writer.stop()
             stop_audit.set()
             await asyncio.gather(*audit_tasks)
             await queue.stop()
             await idp_client.aclose()
             await redis.aclose()
-            await main_db.dispose()
-            if audit_db is not main_db:
-                await audit_db.dispose()
-            if sequencer_db is not audit_db:
-                await sequencer_db.dispose()
+            await databases.dispose()
             if provider is not None and own_provider:
                 provider.shutdown()  # sends the spans still batched
+            metrics_export.shutdown()
 
     def provide_http_settings() -> HttpSettings:
         return settings.http
@@ -273,6 +300,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             "authenticator": Provide(provide_authenticator, sync_to_thread=False),
             "databases": Provide(provide_databases, sync_to_thread=False),
             "redis": Provide(provide_redis, sync_to_thread=False),
+            "readiness": Provide(provide_readiness, sync_to_thread=False),
             "http_settings": Provide(provide_http_settings, sync_to_thread=False),
             "oidc_settings": Provide(provide_oidc_settings, sync_to_thread=False),
             "ollama_settings": Provide(provide_ollama_settings, sync_to_thread=False),

@@ -39,7 +39,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's records go through our handler too (JSON lines)
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.http.drain_timeout_s,
     )
     return 0
 
@@ -55,8 +55,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.db.migrate import upgrade_to_head
+    from gateway.db.migrate import DatabaseUnreachable, upgrade_to_head, wait_for_database
 
+    urls = dict.fromkeys([settings.database_url, settings.audit_database_url])
+    try:
+        for url in urls:
+            wait_for_database(url, args.wait)
+    except DatabaseUnreachable as exc:
+        print(f"enclave migrate: {exc}", file=sys.stderr)
+        return 1
     upgrade_to_head(settings.database_url)
     if settings.audit_database_url != settings.database_url:
         upgrade_to_head(settings.audit_database_url)
@@ -191,7 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--served-model-name")
     worker.set_defaults(handler=cmd_worker)
     commands.add_parser("run", help="start the one-machine demo").set_defaults(handler=cmd_run)
-    commands.add_parser("migrate", help="upgrade the database").set_defaults(handler=cmd_migrate)
+    migrate = commands.add_parser("migrate", help="upgrade the database")
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="wait this long for the database to answer, then fail (default: try once)",
+    )
+    migrate.set_defaults(handler=cmd_migrate)
     add_audit_commands(commands)
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True

@@ -34,6 +34,7 @@ from gateway.errors import (
     UpstreamFailed,
 )
 from gateway.logs import request_context
+from gateway.metrics import GatewayMetrics
 from gateway.queue.client import RedisJobQueue
 from gateway.queue.protocol import (
     FIFO_QUEUE,
@@ -161,7 +162,7 @@ class JobRun:
     """The admission decision: what the x-ratelimit-* headers report."""
     priority: Priority = "interactive"
     first_token_at: float | None = None
-    """perf_counter() when the first text arrived."""
+    """perf_counter() when the first text arrived (``_started_at`` is on the same clock)."""
     tool_call_parts: list[ToolCallDelta] = field(default_factory=list)
     choice_parts: dict[int, list[str]] = field(default_factory=dict)
     """Text of the choices after the first (``n`` > 1), by index."""
@@ -280,8 +281,10 @@ class InferenceService:
         max_queued_per_tenant: int = 100,
         scheduling: Literal["fair", "fifo"] = "fair",
         tracer: trace.Tracer | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.queue = queue
+        self.metrics = metrics
         self.audit = audit
         self.vault = vault
         self.quotas = quotas
@@ -303,6 +306,7 @@ class InferenceService:
         self, principal: Principal, request_id: str, request: InferenceRequest
     ) -> JobRun:
         """Admit, audit and enqueue; return once the worker has started the job."""
+        opened_at = time.perf_counter()
         worker = await self.find_worker(request.model, principal)
         check_task(worker, request.model, request.kind)
         max_tokens = 0 if request.kind == "embed" else request.sampling.max_tokens
@@ -356,7 +360,7 @@ class InferenceService:
             if self.quotas is not None:
                 await self.quotas.settle(request_id, 0)
             raise
-        run = JobRun(request_id, _placeholder, events, self, principal, request, time.monotonic())
+        run = JobRun(request_id, _placeholder, events, self, principal, request, opened_at)
         run.limits = limits
         run.priority = job.priority
         try:
@@ -425,7 +429,9 @@ class InferenceService:
         if self.quotas is not None:
             await self.quotas.settle(run.request_id, run.prompt_tokens + run.completion_tokens)
         entry = self._entry(run._principal, run.request_id, run._request, "outcome", status)
-        latency_ms = int((time.monotonic() - run._started_at) * 1000)
+        ended_at = time.perf_counter()
+        latency_ms = int((ended_at - run._started_at) * 1000)
+        self._measure(run, status, error_code, ended_at)
         answer = run.answer
         entry = AuditEntry(
             **{
@@ -460,6 +466,23 @@ class InferenceService:
                 latency_ms,
             )
 
+    def _measure(self, run: JobRun, status: int, error_code: str | None, ended_at: float) -> None:
+        if self.metrics is None:
+            return
+        first = run.first_token_at
+        self.metrics.finished(
+            endpoint=run._request.endpoint,
+            model=run._request.model,
+            tenant=run._principal.tenant_id,
+            status=status,
+            duration_s=ended_at - run._started_at,
+            first_token_s=first - run._started_at if first is not None else None,
+            output_tokens=run.completion_tokens,
+            decode_s=ended_at - first if first is not None else None,
+        )
+        if error_code == "queue_timeout":  # admitted, but no worker was free in time
+            self.metrics.refused_admission(tenant=run._principal.tenant_id, reason=error_code)
+
     async def _seal(
         self, principal: Principal, request_id: str, field: str, text: str
     ) -> dict[str, Any] | None:
@@ -481,12 +504,20 @@ class InferenceService:
         self, principal: Principal | None, request_id: str, endpoint: str, error: EnclaveError
     ) -> None:
         """Audit a refusal. A failing audit store does not mask the client's own error."""
+        reason = str(getattr(error, "reason", None) or error.code)
+        if self.metrics is not None:
+            self.metrics.refused(
+                endpoint=endpoint,
+                tenant=principal.tenant_id if principal else "",
+                status=error.status,
+                reason=reason,
+            )
         entry = AuditEntry(
             request_id=request_id,
             event="refused",
             endpoint=endpoint,
             status=error.status,
-            error_code=getattr(error, "reason", None) or error.code,
+            error_code=reason,
             tenant_id=principal.tenant_id if principal else None,
             user_id=principal.user_id if principal else None,
             key_id=principal.key_id if principal else None,

@@ -89,6 +89,11 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    management_port: int = Field(default=0, ge=0, le=65535)
+    """The management listener (``/healthz``, ``/readyz``, ``/metrics``) of a gateway or a
+    worker, on ``host``; 0: none. Keep it off the ingress: metrics name tenants and models."""
+    drain_timeout_s: int = Field(default=30, ge=0)
+    """After SIGTERM a gateway takes no new connections and gives open streams this long."""
 
 
 class QuotaSettings(_Section):

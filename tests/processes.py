@@ -51,6 +51,8 @@ class EnclaveProcess:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    management_url: str = ""
+    """Its management listener (``/healthz``, ``/readyz``, ``/metrics``)."""
 
     @property
     def pid(self) -> int:
@@ -87,16 +89,18 @@ class Processes:
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> EnclaveProcess:
         log_path = self.log_dir / f"{name}-{len(self.started)}.log"
+        management_port = free_port()
+        own = {"ENCLAVE_HTTP__MANAGEMENT_PORT": str(management_port), **(env or {})}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", *args],
-                env={**os.environ, **self.env, **(env or {})},
+                env={**os.environ, **self.env, **own},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group, so kill() takes vLLM's too
             )
-        handle = EnclaveProcess(name, process, log_path)
+        handle = EnclaveProcess(name, process, log_path, f"http://127.0.0.1:{management_port}")
         self.started.append(handle)
         return handle
 

@@ -8,13 +8,17 @@ import os
 import signal
 import socket
 import uuid
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from gateway.logs import configure_logging, write_vllm_logging_config
+from gateway.management import ManagementServer
+from gateway.metrics import MetricsExport
 from gateway.settings import Settings, load_settings
 from gateway.telemetry import tracer_of, tracer_provider
 from workers.consumer import Consumer
+from workers.health import WorkerHealth, WorkerMetrics
 from workers.models import model_digest, resolve_model
 
 logger = logging.getLogger("enclave.worker")
@@ -33,6 +37,37 @@ async def run_worker(settings: Settings) -> None:
         raise SystemExit("enclave worker: no model given (--model or ENCLAVE_WORKER__MODEL_PATH)")
     path = resolve_model(str(settings.worker.model_path), settings.model_dir)
     name = settings.worker.served_model_name or path.name
+    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    health = WorkerHealth(redis)
+    export = MetricsExport.for_worker()  # beside vLLM's own series
+
+    async def metrics_text() -> bytes:
+        return export.render()
+
+    management = ManagementServer(
+        settings.http.host,
+        settings.http.management_port,
+        readiness=health.readiness,
+        metrics=metrics_text,
+    )
+    if settings.http.management_port:
+        await management.start()  # /readyz says "loading" until the model is in
+    try:
+        await _serve(settings, path, name, redis, health, export)
+    finally:
+        await management.stop()
+        await redis.aclose()
+        export.shutdown()
+
+
+async def _serve(
+    settings: Settings,
+    path: Path,
+    name: str,
+    redis: Redis,
+    health: WorkerHealth,
+    export: MetricsExport,
+) -> None:
     digest = model_digest(path)
     logger.info("starting engine for %s (%s) from %s", name, digest, path)
     from workers.vllm_engine import start_vllm_engine  # the only vllm import
@@ -51,7 +86,6 @@ async def run_worker(settings: Settings) -> None:
         runner=settings.worker.runner,
     )
     provider = tracer_provider(settings.telemetry, "worker")
-    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     consumer = Consumer(
         redis,
@@ -63,6 +97,8 @@ async def run_worker(settings: Settings) -> None:
         failpoint=settings.worker.failpoint,
         tracer=tracer_of(provider),
     )
+    health.engine, health.consumer = engine, consumer
+    WorkerMetrics(export.meter, engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,7 +113,6 @@ async def run_worker(settings: Settings) -> None:
     try:
         await consumer.run(stop)
     finally:
-        await redis.aclose()
         engine.shutdown()
         if provider is not None:
             provider.shutdown()  # sends the spans still batched

@@ -101,6 +101,8 @@ class Consumer:
         self._work_arrived = asyncio.Event()
         self._draining = False
         self.ready = asyncio.Event()  # set once registered and pulling
+        self.heartbeat_at: float | None = None
+        """time.monotonic() of the last heartbeat Redis took."""
         self._stopped = asyncio.Event()  # an event, not task.cancel(): redis-py may swallow it
 
     @property
@@ -421,6 +423,20 @@ class Consumer:
             pipe.zadd(workers_index_key(), {self.worker_id: now})
             pipe.zremrangebyscore(workers_index_key(), "-inf", now - 10 * self._worker_ttl_s)
             await pipe.execute()
+        self.heartbeat_at = time.monotonic()
+
+    @property
+    def is_draining(self) -> bool:
+        return self._draining
+
+    @property
+    def is_registered(self) -> bool:
+        """Pulling jobs, with a heartbeat recent enough that gateways list this worker."""
+        return (
+            self.ready.is_set()
+            and self.heartbeat_at is not None
+            and time.monotonic() - self.heartbeat_at < self._worker_ttl_s
+        )
 
     async def _deregister(self) -> None:
         with contextlib.suppress(RedisError):

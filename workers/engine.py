@@ -72,6 +72,16 @@ class EngineOutput:
     logprobs: tuple[TokenLogprob, ...] = ()
 
 
+@dataclass(frozen=True)
+class EngineLoad:
+    """What the engine's scheduler last reported: requests running in the batch, requests
+    waiting inside the engine, and the share of the KV cache in use (0 to 1)."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+
+
 class EngineRequestError(Exception):
     """The request cannot run as asked (e.g. prompt plus max_tokens exceed the context)."""
 
@@ -115,6 +125,10 @@ class InferenceEngine(Protocol):
 
     def num_unfinished(self) -> int:
         """Requests the engine itself still holds (running or waiting inside it)."""
+        ...
+
+    def load(self) -> EngineLoad:
+        """The scheduler's latest figures, for the worker's metrics."""
         ...
 
     async def check_health(self) -> None:

@@ -46,13 +46,14 @@ from workers.embedding_jobs import (  # noqa: E402
 from workers.engine import (  # noqa: E402
     ChatPrompt,
     EngineInfo,
+    EngineLoad,
     EngineOutput,
     EngineRequestError,
     Prompt,
 )
 from workers.fim import prompt_text  # noqa: E402
 from workers.tool_calls import extractor_for  # noqa: E402
-from workers.vllm_outputs import ParsedToolCalls, token_logprobs  # noqa: E402
+from workers.vllm_outputs import LoadRecorder, ParsedToolCalls, token_logprobs  # noqa: E402
 
 # SamplingOptions fields passed through unchanged when set; None leaves the default.
 _OPTIONAL_FIELDS = (
@@ -181,9 +182,14 @@ class VllmEngine:
     """An InferenceEngine over one AsyncLLM; build it with ``start_vllm_engine``."""
 
     def __init__(
-        self, llm: AsyncLLM, info: EngineInfo, tool_parser: type[ToolParser] | None = None
+        self,
+        llm: AsyncLLM,
+        info: EngineInfo,
+        tool_parser: type[ToolParser] | None = None,
+        load: LoadRecorder | None = None,
     ) -> None:
         self._llm = llm
+        self._load = load
         self._info = info
         self._tool_parser = tool_parser
         self._model_defaults = llm.model_config.get_diff_sampling_param()
@@ -385,6 +391,9 @@ class VllmEngine:
         """The engine's own count (its output processor), not our bookkeeping."""
         return self._llm.get_num_unfinished_requests()
 
+    def load(self) -> EngineLoad:
+        return self._load.latest if self._load is not None else EngineLoad()
+
     async def check_health(self) -> None:
         await self._llm.check_health()
 
@@ -442,7 +451,15 @@ async def start_vllm_engine(
     except KeyError:
         known = ", ".join(ToolParserManager.list_registered())
         raise SystemExit(f"unknown tool-call parser {tool_call_parser!r}; known: {known}") from None
-    llm = AsyncLLM.from_engine_args(args)
+    recorders: list[LoadRecorder] = []
+
+    def recorder(vllm_config: Any, engine_index: int = 0) -> LoadRecorder:
+        recorders.append(LoadRecorder(vllm_config, engine_index))
+        return recorders[-1]
+
+    # A stat logger of our own turns vLLM's statistics on without its periodic log lines;
+    # vLLM adds its Prometheus logger beside it (the vllm:* series on the worker's /metrics).
+    llm = AsyncLLM.from_engine_args(args, stat_loggers=[recorder])
     is_pooling = llm.model_config.runner_type == "pooling"
     info = EngineInfo(
         model=served_model_name,
@@ -457,4 +474,4 @@ async def start_vllm_engine(
         task="embed" if is_pooling else "generate",
         embedding_size=llm.model_config.embedding_size if is_pooling else 0,
     )
-    return VllmEngine(llm, info, parser)
+    return VllmEngine(llm, info, parser, recorders[0] if recorders else None)

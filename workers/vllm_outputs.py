@@ -1,5 +1,5 @@
 """What comes out of vLLM, in the queue's terms: tool calls read by vLLM's own parsers of a
-model's syntax (``tool_choice: "auto"``), and log probabilities.
+model's syntax (``tool_choice: "auto"``), log probabilities, and the scheduler's load.
 
 With workers/vllm_engine.py, the only module that imports vllm.
 """
@@ -7,13 +7,42 @@ With workers/vllm_engine.py, the only module that imports vllm.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.outputs import CompletionOutput
 from vllm.tool_parsers.abstract_tool_parser import ToolParser
+from vllm.v1.metrics.loggers import StatLoggerBase
+from vllm.v1.metrics.stats import SchedulerStats
 
 from gateway.queue.protocol import TokenLogprob, ToolCallDelta, TopLogprob
+from workers.engine import EngineLoad
 from workers.tool_calls import TOOL_CALLS, Extracted
+
+
+class LoadRecorder(StatLoggerBase):
+    """A vLLM stat logger that keeps the scheduler's latest figures (``EngineLoad``) for the
+    worker's metrics. vLLM calls ``record`` from the output handler, every engine step."""
+
+    def __init__(self, vllm_config: Any = None, engine_index: int = 0) -> None:
+        self.latest = EngineLoad()
+
+    def record(
+        self,
+        scheduler_stats: SchedulerStats | None,
+        iteration_stats: Any,
+        mm_cache_stats: Any = None,
+        engine_idx: int = 0,
+    ) -> None:
+        if scheduler_stats is not None:
+            self.latest = EngineLoad(
+                running=scheduler_stats.num_running_reqs,
+                waiting=scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs,
+                kv_cache_usage=scheduler_stats.kv_cache_usage,
+            )
+
+    def log_engine_initialized(self) -> None:
+        pass
 
 
 class ParsedToolCalls:

@@ -1,6 +1,14 @@
-"""GET /healthz (the process is alive) and /readyz (database, audit store and Redis reachable)."""
+"""Health: ``/healthz`` (the process is alive) and ``/readyz`` (it can do its work).
+
+A gateway is ready when its database, its audit store, Redis and the audit sequencer are
+reachable: a gateway that cannot write audit records must not take requests. The same
+checks answer on the API port and on the management listener (``gateway.management``).
+"""
 
 from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
@@ -9,6 +17,32 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app_state import Databases
+from gateway.management import verdict
+
+
+@dataclass(frozen=True)
+class Readiness:
+    databases: Databases
+    redis: Redis
+    sequencer: asyncio.Task[None] | None
+    """The in-process sequencer's task (None: not started, as in some tests)."""
+
+    async def __call__(self) -> dict[str, str]:
+        """Each check, "ok" or what is wrong."""
+        checks = {
+            "database": await _check_db(self.databases.main),
+            "audit": await _check_db(self.databases.audit),
+        }
+        try:
+            await self.redis.ping()
+            checks["redis"] = "ok"
+        except Exception:
+            checks["redis"] = "unreachable"
+        if self.sequencer is not None and self.sequencer.done():
+            checks["sequencer"] = "stopped"
+        else:
+            checks["sequencer"] = await _check_db(self.databases.sequencer)
+        return checks
 
 
 class HealthController(Controller):
@@ -17,22 +51,9 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz")
-    async def readyz(
-        self, databases: NamedDependency[Databases], redis: NamedDependency[Redis]
-    ) -> Response[dict[str, str]]:
-        checks: dict[str, str] = {}
-        checks["database"] = await _check_db(databases.main)
-        checks["audit"] = await _check_db(databases.audit)
-        try:
-            await redis.ping()
-            checks["redis"] = "ok"
-        except Exception:
-            checks["redis"] = "unreachable"
-        is_ready = all(v == "ok" for v in checks.values())
-        return Response(
-            checks | {"status": "ready" if is_ready else "not ready"},
-            status_code=200 if is_ready else 503,
-        )
+    async def readyz(self, readiness: NamedDependency[Readiness]) -> Response[dict[str, str]]:
+        status, content = verdict(await readiness())
+        return Response(content, status_code=status)
 
 
 async def _check_db(engine: AsyncEngine) -> str:

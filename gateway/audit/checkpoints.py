@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.audit.key_modes import too_open
 from gateway.errors import EnclaveError, InvalidRequest
 
 ED25519 = 0x01  # signature type byte (c2sp.org/signed-note)
@@ -144,17 +145,14 @@ def generate_signer(name: str) -> tuple[str, str]:
 
 
 def load_signer(path: str | os.PathLike[str]) -> Signer:
-    """Read a private key file, refusing one that group or others may access (as ssh does)."""
+    """Read a private key file, refusing one that others may access (``key_modes``)."""
     try:
         with open(path, "rb") as file:
             mode = os.fstat(file.fileno()).st_mode
             if not stat.S_ISREG(mode):
                 raise SigningKeyError(f"signing key {os.fspath(path)} is not a regular file")
-            if mode & 0o077:
-                raise SigningKeyError(
-                    f"permissions {stat.S_IMODE(mode):04o} for signing key {os.fspath(path)} are"
-                    f" too open: it must be accessible by its owner only (chmod 600)"
-                )
+            if problem := too_open(os.fstat(file.fileno())):
+                raise SigningKeyError(f"signing key {os.fspath(path)}: {problem}")
             data = file.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise SigningKeyError(f"cannot read signing key {os.fspath(path)}: {exc.strerror}") from exc

@@ -20,10 +20,11 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.chain import chain_body
@@ -86,6 +87,24 @@ async def _sequence_batch(engine: AsyncEngine, limit: int) -> int:
             .values(size=frontier.size, frontier=frontier.to_bytes(), last_leaf=prev)
         )
     return len(pending)
+
+
+@dataclass(frozen=True)
+class AuditBacklog:
+    """Records written but not yet sequenced into the log, and how long the oldest waits."""
+
+    pending: int
+    lag_s: float
+
+
+async def audit_backlog(engine: AsyncEngine) -> AuditBacklog:
+    """What waits in ``audit_pending``: growing figures mean no sequencer is draining it."""
+    async with engine.connect() as conn:
+        count, oldest = (
+            await conn.execute(select(func.count(), func.min(AuditPending.created_at)))
+        ).one()
+    lag = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+    return AuditBacklog(int(count), max(0.0, lag))
 
 
 def _upsert(dialect: str, model: type[AuditIndex] | type[AuditNode]) -> Any:

@@ -253,9 +253,12 @@ def queues_key(model: str) -> str:
     return f"{KEY_PREFIX}:queues:{model}"
 
 
+BACKLOG_KEY_PREFIX = f"{KEY_PREFIX}:backlog:"
+
+
 def backlog_key(model: str, priority: Priority) -> str:
     """HASH queue -> jobs not yet delivered to a worker; a queue is backlogged iff present."""
-    return f"{KEY_PREFIX}:backlog:{model}:{priority}"
+    return f"{BACKLOG_KEY_PREFIX}{model}:{priority}"
 
 
 def service_key(model: str) -> str:

@@ -21,8 +21,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 from gateway.queue.protocol import (
+    BACKLOG_KEY_PREFIX,
     CANCEL_KEY_PREFIX,
     CANCEL_KEY_SUFFIX,
     PRIORITIES,
@@ -129,3 +131,58 @@ async def waiting(redis: Redis, model: str) -> int:
             pipe.hvals(backlog_key(model, priority))
         counts: list[list[bytes]] = await pipe.execute()
     return sum(max(0, int(count)) for values in counts for count in values)
+
+
+@dataclass(frozen=True)
+class QueueBacklog:
+    """Jobs of one queue (a tenant's, or ``FIFO_QUEUE``) waiting for a model's workers."""
+
+    model: str
+    queue: str
+    depth: int
+    oldest_age_s: float
+
+
+async def backlogs(redis: Redis) -> list[QueueBacklog]:
+    """Every backlogged queue of every model, both classes summed: how many jobs wait and
+    how long the oldest has (from its stream entry id, the time it was queued)."""
+    prefix = BACKLOG_KEY_PREFIX
+    waiting_by_queue: dict[tuple[str, str], int] = {}
+    streams: list[tuple[str, str, str]] = []
+    async for raw in redis.scan_iter(match=f"{prefix}*", count=1000):
+        model, _, priority = _text(raw)[len(prefix) :].rpartition(":")
+        if priority not in PRIORITIES:
+            continue
+        for queue, count in (await redis.hgetall(raw)).items():
+            if int(count) > 0:
+                key = (model, _text(queue))
+                waiting_by_queue[key] = waiting_by_queue.get(key, 0) + int(count)
+                streams.append((model, key[1], jobs_stream_key(model, priority, key[1])))
+    oldest: dict[tuple[str, str], float] = {}
+    now_ms = time.time() * 1000
+    for model, queue, stream in streams:
+        queued_at_ms = await _oldest_undelivered_ms(redis, stream)
+        if queued_at_ms is not None:
+            age = max(0.0, (now_ms - queued_at_ms) / 1000)
+            oldest[model, queue] = max(oldest.get((model, queue), 0.0), age)
+    return [
+        QueueBacklog(model, queue, depth, oldest.get((model, queue), 0.0))
+        for (model, queue), depth in sorted(waiting_by_queue.items())
+    ]
+
+
+async def _oldest_undelivered_ms(redis: Redis, stream: str) -> int | None:
+    """When the first entry no worker has taken yet was added (ms), if any."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # the stream went away meanwhile
+        return None
+    delivered = next(
+        (g["last-delivered-id"] for g in groups if g["name"] == WORKER_GROUP.encode()), b"0-0"
+    )
+    entries = await redis.xrange(stream, min=b"(" + delivered, count=1)
+    return int(_text(entries[0][0] or b"0").split("-")[0]) if entries else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -37,6 +37,7 @@ from workers.embedding_jobs import (
 from workers.engine import (
     ChatPrompt,
     EngineInfo,
+    EngineLoad,
     EngineOutput,
     EngineRequestError,
     Prompt,
@@ -156,7 +157,7 @@ class FakeEngine:
     ) -> None:
         self._reply = reply
         self._tokens_per_step = tokens_per_step
-        self._step_delay_s = step_delay_s
+        self.step_delay_s = step_delay_s
         self._info = EngineInfo(
             model=model,
             max_context=max_context,
@@ -204,7 +205,7 @@ class FakeEngine:
         is_done = False
         try:
             for start in range(0, len(tokens), self._tokens_per_step):
-                await asyncio.sleep(self._step_delay_s)
+                await asyncio.sleep(self.step_delay_s)
                 if request_id in self._abort_requested:
                     is_done = True  # like vLLM: a final output says why it ended
                     yield EngineOutput("", prompt_tokens, start, finish_reason="abort")
@@ -302,7 +303,7 @@ class FakeEngine:
         self.embedded.append((request_id, [list(ids) for ids in token_ids], dimensions))
         self._running.add(request_id)
         try:
-            await asyncio.sleep(self._step_delay_s)
+            await asyncio.sleep(self.step_delay_s)
             size = dimensions or self._info.embedding_size
             return [fake_vector(ids, size) for ids in token_ids]
         finally:
@@ -317,6 +318,9 @@ class FakeEngine:
 
     def num_unfinished(self) -> int:
         return len(self._running)
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(running=len(self._running))
 
     async def check_health(self) -> None:
         if not self.is_healthy:

@@ -50,6 +50,8 @@ class Stack:
     sessions: async_sessionmaker[AsyncSession]
     audit_db: AsyncEngine
     pseudonym_key: bytes
+    management_url: str = ""
+    """The gateway's management listener, when the stack was opened with one."""
 
     async def key(
         self,
@@ -95,13 +97,14 @@ def stack_settings(
     audit: AuditSettings | None = None,
     queue: QueueSettings | None = None,
     ollama: OllamaSettings | None = None,
+    management_port: int = 0,
 ) -> Settings:
     audit = audit or AuditSettings()
     return Settings(
         database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
         audit=audit.model_copy(update={"database_url": audit_url and SecretStr(audit_url)}),
         redis=RedisSettings(url=redis_url),  # type: ignore[arg-type]
-        http=HttpSettings(max_body_bytes=64 * 1024),
+        http=HttpSettings(max_body_bytes=64 * 1024, management_port=management_port),
         queue=queue or QueueSettings(lease_timeout_s=1.0, request_timeout_s=30.0, worker_ttl_s=5.0),
         oidc=oidc or OidcSettings(),
         ollama=ollama or OllamaSettings(),
@@ -154,9 +157,12 @@ async def open_stack(
     queue: QueueSettings | None = None,
     ollama: OllamaSettings | None = None,
     tracer_provider: TracerProvider | None = None,
+    management_port: int = 0,
 ) -> AsyncIterator[Stack]:
     await asyncio.to_thread(upgrade_to_head, database_url)
-    settings = stack_settings(database_url, redis_url, audit_url, oidc, audit, queue, ollama)
+    settings = stack_settings(
+        database_url, redis_url, audit_url, oidc, audit, queue, ollama, management_port
+    )
     db = create_engine(database_url)
     audit_db = create_engine(audit_url) if audit_url else db
     redis = Redis.from_url(redis_url)
@@ -167,7 +173,16 @@ async def open_stack(
             httpx.AsyncClient(base_url=base_url, timeout=30) as client,
         ):
             key = await asyncio.to_thread(load_or_create_pseudonym_key, settings.pseudonym_key_path)
-            yield Stack(client, redis, engine, db, create_session_factory(db), audit_db, key)
+            yield Stack(
+                client,
+                redis,
+                engine,
+                db,
+                create_session_factory(db),
+                audit_db,
+                key,
+                f"http://127.0.0.1:{management_port}" if management_port else "",
+            )
     finally:
         await redis.aclose()
         await db.dispose()

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.chain import check_chain
 from gateway.audit.merkle import Frontier, root
-from gateway.audit.sequencer import leadership, run_sequencer, sequence_batch
+from gateway.audit.sequencer import (
+    AuditBacklog,
+    audit_backlog,
+    leadership,
+    run_sequencer,
+    sequence_batch,
+)
 from gateway.audit.writer import PendingWriter, append_pending
 from gateway.db.migrate import upgrade_to_head
 from gateway.db.models import AuditLogEntry, AuditPending, AuditTree
@@ -131,3 +137,21 @@ async def test_bad_fields_fail_alone(engine: AsyncEngine) -> None:
     assert isinstance(bad, ValueError)
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(AuditPending)) == 1
+
+
+async def test_the_audit_backlog_counts_what_waits_for_the_sequencer(
+    engine: AsyncEngine,
+) -> None:
+    """What /metrics reports as enclave_audit_pending and the sequencer's lag."""
+    assert await audit_backlog(engine) == AuditBacklog(0, 0.0)
+    pending = PendingWriter(engine)
+    await pending.start()
+    try:
+        await write(pending, 1, 3)
+    finally:
+        await pending.stop()
+    waiting = await audit_backlog(engine)
+    assert waiting.pending == 3
+    assert 0 <= waiting.lag_s < 60
+    assert await sequence_batch(engine) == 3
+    assert await audit_backlog(engine) == AuditBacklog(0, 0.0)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -13,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from gateway.db.migrate import SchemaDriftError, build_config, check_drift, upgrade_to_head
 from gateway.db.models import ApiKey, AuditIndex, Tenant, User
 from gateway.db.session import create_engine, create_session_factory
+from tests.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +191,41 @@ async def test_sqlite_engine_uses_wal_busy_timeout_and_foreign_keys(sqlite_url: 
         await engine.dispose()
 
     assert pragmas == {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1}
+
+
+def test_migrate_waits_for_the_database_then_fails_loudly(tmp_path: Path) -> None:
+    """What the Helm hook and the compose service run: an unreachable database is a
+    non-zero exit with one clear line, after the wait, and no password in it."""
+    port = free_port()  # nothing listens there
+    env = {
+        **os.environ,
+        "ENCLAVE_DATABASE__URL": f"postgresql+asyncpg://enclave:s3cret-pw@127.0.0.1:{port}/x",
+        "ENCLAVE_STATE_DIR": str(tmp_path),
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "migrate", "--wait", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    waited = time.monotonic() - started
+    assert result.returncode == 1
+    assert "enclave migrate: database unreachable after 2 s:" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert waited >= 2
+
+
+def test_migrate_with_a_wait_migrates_a_reachable_database(
+    make_postgres_url: Callable[[], str],
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "migrate", "--wait", "30"],
+        env={**os.environ, "ENCLAVE_DATABASE__URL": make_postgres_url()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "database is at the newest revision" in result.stdout
