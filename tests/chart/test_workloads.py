@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.chart.rendered import (
@@ -274,3 +276,40 @@ def test_a_model_name_used_twice_is_refused() -> None:
     result = run_helm(*template_args("minimal", ("models[1].name=chat", "models[1].path=other")))
     assert result.returncode != 0
     assert "used twice" in result.stderr
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_config_map_speaks_the_application_settings() -> None:
+    data = render("full").configmap_data()
+    assert data["ENCLAVE_HTTP__HOST"] == "0.0.0.0"
+    assert data["ENCLAVE_HTTP__PORT"] == "8080"
+    assert data["ENCLAVE_HTTP__MANAGEMENT_PORT"] == "9000"
+    assert data["ENCLAVE_HTTP__DRAIN_TIMEOUT_S"] == "120"
+    assert data["ENCLAVE_LOG_LEVEL"] == "WARNING"
+    assert data["ENCLAVE_LOG_FORMAT"] == "json"
+    assert data["ENCLAVE_STATE_DIR"] == "/var/lib/enclave"
+    assert data["ENCLAVE_MODEL_DIR"] == "/models"
+    assert data["ENCLAVE_AUDIT__ORIGIN"] == "llm.example.internal/audit"
+    assert data["ENCLAVE_TELEMETRY__OTLP_ENDPOINT"] == (
+        "http://otel-collector.observability:4318/v1/traces"
+    )
+    assert data["ENCLAVE_QUEUE__REQUEST_TIMEOUT_S"] == "900"
+    assert data["ENCLAVE_QUEUE__SCHEDULING"] == "fair"
+    assert data["ENCLAVE_QUOTA__FAIL_OPEN"] == "false"
+    assert json.loads(data["ENCLAVE_OLLAMA__ALIASES"]) == {"llama3:8b": "chat"}
+    (issuer,) = json.loads(data["ENCLAVE_OIDC__ISSUERS"])
+    assert issuer["issuer"] == "https://sso.example.internal/realms/staff"
+    assert issuer["audiences"] == ["enclave"]
+    assert "ENCLAVE_TELEMETRY__OTLP_ENDPOINT" not in render("minimal").configmap_data()
+
+
+def test_every_enclave_container_reads_the_config_map() -> None:
+    rendered = render("several-models")
+    (configmap,) = rendered.of_kind("ConfigMap")
+    for deployment in rendered.of_kind("Deployment"):
+        container = containers(deployment)[0]
+        if container["command"][0] != "enclave":
+            continue
+        assert container["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
