@@ -18,12 +18,10 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY workers ./workers
 COPY migrations ./migrations
+# The wheel carries migrations/ beside the gateway package, where `enclave migrate` finds it.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/enclave \
-    && /opt/enclave/bin/python -m pip install /wheels/enclave-*.whl
-# The wheel does not carry migrations/ (pyproject packages gateway* and workers* only), and
-# `enclave migrate` looks for it beside the gateway package: put it there.
-RUN cp -r migrations "$(/opt/enclave/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/" \
+    && /opt/enclave/bin/python -m pip install /wheels/enclave-*.whl \
     && /opt/enclave/bin/python -m compileall -q /opt/enclave/lib
 
 FROM python:3.11.11-slim-bookworm

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,9 @@ from tests.deploy.deploy_files import (
     final_labels,
     read_stages,
 )
+
+REPO_ROOT = DEPLOY_DIR.parent
+
 
 BUILD_TOOLS = frozenset(
     {"build-essential", "gcc", "g++", "make", "cmake", "clang", "cargo", "rustc", "git", "curl"}
@@ -121,9 +128,7 @@ def test_the_gateway_image_has_no_inference_stack() -> None:
     runs = " ".join(run for stage in stages for run in stage.values("RUN"))
     assert not re.search(r"\[(cpu|gpu)\]|vllm|torch", runs)
     text = (DEPLOY_DIR / "gateway.Dockerfile").read_text(encoding="utf-8")
-    # `enclave migrate` finds migrations/ beside the gateway package.
-    assert "COPY migrations ./migrations" in text
-    assert 'cp -r migrations "$(/opt/enclave/bin/python' in text
+    assert "COPY migrations ./migrations" in text  # the wheel built from it carries them
 
 
 def test_the_cpu_worker_takes_torch_from_a_replaceable_index() -> None:
@@ -151,3 +156,24 @@ def test_the_cuda_worker_keeps_vllms_own_packages() -> None:
     runs = " ".join(stages[-1].values("RUN"))
     assert "pip list --format=freeze > /tmp/vllm-image.txt" in runs
     assert "--constraint /tmp/vllm-image.txt /tmp/wheels/enclave-" in runs
+
+
+def test_the_wheel_carries_the_migrations_enclave_migrate_needs(tmp_path: Path) -> None:
+    """A wheel install (images, air-gapped hosts) has no checkout beside it. Built from a copy
+    of what the gateway image copies, so the checkout gains no build directory."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__")
+    for name in ("gateway", "workers", "migrations"):
+        shutil.copytree(REPO_ROOT / name, source / name, ignore=skip)
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [*pip_wheel, "-q", "-w", str(tmp_path), str(source)], check=True, capture_output=True
+    )
+    [wheel] = tmp_path.glob("enclave-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "migrations/env.py" in names
+    assert "migrations/script.py.mako" in names
+    assert any(n.startswith("migrations/versions/0001_") for n in names)
