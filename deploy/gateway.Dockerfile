@@ -35,7 +35,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     PATH=/opt/enclave/bin:$PATH \
     HOME=/var/lib/enclave \
     ENCLAVE_STATE_DIR=/var/lib/enclave \
-    ENCLAVE_HTTP__HOST=0.0.0.0
+    ENCLAVE_HTTP__HOST=0.0.0.0 \
+    ENCLAVE_HTTP__MANAGEMENT_PORT=9000
 RUN groupadd --system --gid 10001 enclave \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/enclave \
        --no-create-home --shell /usr/sbin/nologin enclave \

@@ -42,7 +42,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
     HOME=/var/lib/enclave \
     ENCLAVE_STATE_DIR=/var/lib/enclave \
-    ENCLAVE_MODEL_DIR=/models
+    ENCLAVE_MODEL_DIR=/models \
+    ENCLAVE_HTTP__HOST=0.0.0.0 \
+    ENCLAVE_HTTP__MANAGEMENT_PORT=9000
 RUN groupadd --system --gid 10001 enclave \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/enclave \
        --no-create-home --shell /usr/sbin/nologin enclave \

@@ -9,7 +9,7 @@ series sit beside them in the same registry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -47,45 +47,32 @@ class WorkerHealth:
         return checks
 
 
+_GAUGES: tuple[tuple[str, str, str, Callable[[InferenceEngine], float]], ...] = (
+    ("running", "{request}", "Requests in the engine's running batch", lambda e: e.load().running),
+    ("waiting", "{request}", "Requests waiting inside the engine", lambda e: e.load().waiting),
+    (
+        "kv_cache_usage_ratio",
+        "1",
+        "Share of the KV cache in use (0 to 1)",
+        lambda e: e.load().kv_cache_usage,
+    ),
+    ("capacity", "{request}", "Requests the worker runs at once", lambda e: e.info.capacity),
+)
+
+
 class WorkerMetrics:
-    """Gauges read from the engine's scheduler when Prometheus scrapes."""
+    """Gauges read from the engine's scheduler when Prometheus scrapes:
+    ``enclave_worker_<name>{model}``."""
 
     def __init__(self, meter: Meter, engine: InferenceEngine) -> None:
-        self._engine = engine
-        self._labels = {"model": engine.info.model}
-        meter.create_observable_gauge(
-            "enclave.worker.running",
-            [self._running],
-            unit="{request}",
-            description="Requests in the engine's running batch",
-        )
-        meter.create_observable_gauge(
-            "enclave.worker.waiting",
-            [self._waiting],
-            unit="{request}",
-            description="Requests waiting inside the engine",
-        )
-        meter.create_observable_gauge(
-            "enclave.worker.kv_cache_usage_ratio",
-            [self._kv_cache],
-            unit="1",
-            description="Share of the KV cache in use (0 to 1)",
-        )
-        meter.create_observable_gauge(
-            "enclave.worker.capacity",
-            [self._capacity],
-            unit="{request}",
-            description="Requests the worker runs at once (max_num_seqs)",
-        )
+        labels = {"model": engine.info.model}
+        for name, unit, description, read in _GAUGES:
 
-    def _running(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._engine.load().running, self._labels)]
+            def observe(
+                options: CallbackOptions, read: Callable[[InferenceEngine], float] = read
+            ) -> Iterable[Observation]:
+                return [Observation(read(engine), labels)]
 
-    def _waiting(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._engine.load().waiting, self._labels)]
-
-    def _kv_cache(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._engine.load().kv_cache_usage, self._labels)]
-
-    def _capacity(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._engine.info.capacity, self._labels)]
+            meter.create_observable_gauge(
+                f"enclave.worker.{name}", [observe], unit=unit, description=description
+            )

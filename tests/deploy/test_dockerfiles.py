@@ -177,3 +177,14 @@ def test_the_wheel_carries_the_migrations_enclave_migrate_needs(tmp_path: Path) 
     assert "migrations/env.py" in names
     assert "migrations/script.py.mako" in names
     assert any(n.startswith("migrations/versions/0001_") for n in names)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_image_opens_the_management_port_its_healthcheck_asks(dockerfile: Path) -> None:
+    """The listener is off unless configured: an image whose HEALTHCHECK asks port 9000 must
+    turn it on there, on an address its probes and Prometheus reach."""
+    env = final_env(dockerfile)
+    assert env.get("ENCLAVE_HTTP__MANAGEMENT_PORT") == "9000"
+    assert env.get("ENCLAVE_HTTP__HOST") == "0.0.0.0"
+    text = dockerfile.read_text(encoding="utf-8")
+    assert "ENCLAVE_HTTP__MANAGEMENT_PORT', '9000'" in text
