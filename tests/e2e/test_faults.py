@@ -7,6 +7,7 @@ their jobs. Leases are 3 s here.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -16,7 +17,7 @@ import redis
 
 from gateway.queue.protocol import WORKER_GROUP, queues_key
 from tests.e2e.conftest import Cluster
-from tests.processes import EnclaveProcess, wait_for, worker_id_of
+from tests.processes import DEMO_MODEL, EnclaveProcess, wait_for, worker_id_of
 
 pytestmark = pytest.mark.e2e
 
@@ -176,3 +177,40 @@ def test_sigterm_drains_a_worker_running_a_stream_then_it_exits_0(
     assert usage.completion_tokens == 40
     assert worker.process.wait(timeout=120) == 0
     assert worker_id_of(cluster.redis_url, worker.pid) is None  # deregistered
+
+
+def test_sigterm_lets_a_gateways_open_stream_finish_and_refuses_new_connections(
+    cluster: Cluster,
+) -> None:
+    """What the chart's preStop pause and ENCLAVE_HTTP__DRAIN_TIMEOUT_S rely on: a gateway
+    told to stop takes no new connection but finishes the streams it holds, then exits (by
+    the SIGTERM itself, which uvicorn raises again once drained: a clean stop to systemd)."""
+    gateway, base_url = cluster.processes.gateway(env={"ENCLAVE_HTTP__DRAIN_TIMEOUT_S": "60"})
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=cluster.api_key, max_retries=0)
+    stream = client.chat.completions.create(
+        model=DEMO_MODEL,
+        messages=QUESTION,
+        max_tokens=48,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = iter(stream)
+    received = [next(chunks) for _ in range(3)]
+    gateway.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: not accepts(base_url), timeout_s=30, what="the gateway to stop listening")
+    received.extend(chunks)  # the open stream runs to its end
+    usage = received[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == 48
+    assert gateway.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert "Traceback" not in gateway.log_path.read_text(errors="replace")
+
+
+def accepts(base_url: str) -> bool:
+    host, port = base_url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
