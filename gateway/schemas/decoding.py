@@ -29,6 +29,8 @@ def decode_body(body: bytes, type_: type[T]) -> T:
                 f"Unrecognized request argument supplied: {message}", param=param
             ) from None
         raise InvalidRequest(f"Invalid request: {message}", param=param) from None
+    except RecursionError:  # msgspec decodes arbitrary JSON (Any fields) recursively
+        raise InvalidRequest("The JSON body of your request is nested too deeply.") from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(
             f"We could not parse the JSON body of your request ({exc}). "

@@ -98,13 +98,14 @@ def stack_settings(
     queue: QueueSettings | None = None,
     ollama: OllamaSettings | None = None,
     management_port: int = 0,
+    max_body_bytes: int = 64 * 1024,
 ) -> Settings:
     audit = audit or AuditSettings()
     return Settings(
         database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
         audit=audit.model_copy(update={"database_url": audit_url and SecretStr(audit_url)}),
         redis=RedisSettings(url=redis_url),  # type: ignore[arg-type]
-        http=HttpSettings(max_body_bytes=64 * 1024, management_port=management_port),
+        http=HttpSettings(max_body_bytes=max_body_bytes, management_port=management_port),
         queue=queue or QueueSettings(lease_timeout_s=1.0, request_timeout_s=30.0, worker_ttl_s=5.0),
         oidc=oidc or OidcSettings(),
         ollama=ollama or OllamaSettings(),
@@ -158,10 +159,19 @@ async def open_stack(
     ollama: OllamaSettings | None = None,
     tracer_provider: TracerProvider | None = None,
     management_port: int = 0,
+    max_body_bytes: int = 64 * 1024,
 ) -> AsyncIterator[Stack]:
     await asyncio.to_thread(upgrade_to_head, database_url)
     settings = stack_settings(
-        database_url, redis_url, audit_url, oidc, audit, queue, ollama, management_port
+        database_url,
+        redis_url,
+        audit_url,
+        oidc,
+        audit,
+        queue,
+        ollama,
+        management_port,
+        max_body_bytes,
     )
     db = create_engine(database_url)
     audit_db = create_engine(audit_url) if audit_url else db
