@@ -44,6 +44,7 @@ bench: model
 	$(BIN)/python -m tests.bench.bench_streaming
 	$(BIN)/python -m tests.bench.bench_fairness
 	$(BIN)/python -m tests.bench.bench_audit   # needs PostgreSQL: ENCLAVE_BENCH_POSTGRES
+	$(BIN)/python -m tests.bench.bench_gateway # needs PostgreSQL: ENCLAVE_BENCH_POSTGRES
 
 clean:
 	rm -rf $(VENV) .enclave .mypy_cache .ruff_cache .pytest_cache tests/oidc/node_modules
