@@ -329,11 +329,13 @@ class InferenceService:
             )
         with self.tracer.start_as_current_span("admission"):
             limits = await self._admit(principal, request_id, request, max_tokens)
+        is_accepted = False
         try:
             with self.tracer.start_as_current_span("audit"):
                 entry = self._entry(principal, request_id, request, "accepted", 202)
                 sealed = await self._seal(principal, request_id, "prompt", request.text)
                 await self.audit.append(replace(entry, prompt_sealed=sealed))
+            is_accepted = True
             with self.tracer.start_as_current_span(
                 "enqueue", attributes={"enclave.request_id": request_id}
             ):
@@ -356,9 +358,8 @@ class InferenceService:
                     **self._schedule(principal, request),
                 )
                 events = await self.queue.submit(job)
-        except BaseException:  # not accepted after all: give the reservation back
-            if self.quotas is not None:
-                await self.quotas.settle(request_id, 0)
+        except BaseException as exc:
+            await self._not_queued(principal, request_id, request, opened_at, exc, is_accepted)
             raise
         run = JobRun(request_id, _placeholder, events, self, principal, request, opened_at)
         run.limits = limits
@@ -385,6 +386,29 @@ class InferenceService:
         finally:
             await self.queue.unqueue(job)
         return run
+
+    async def _not_queued(
+        self,
+        principal: Principal,
+        request_id: str,
+        request: InferenceRequest,
+        opened_at: float,
+        exc: BaseException,
+        is_accepted: bool,
+    ) -> None:
+        """The job never reached the queue. An accepted request still gets its one outcome
+        record (and a cancel, in case Redis took the job but its answer was lost); any
+        other gives its quota reservation back."""
+        if not is_accepted:
+            if self.quotas is not None:
+                await self.quotas.settle(request_id, 0)
+            return
+        run = JobRun(request_id, _placeholder, _no_events(), self, principal, request, opened_at)
+        if isinstance(exc, EnclaveError):
+            await run.abandon(exc.status, exc.code)
+            exc.is_audited = True  # the outcome record says so
+        else:
+            await run.abandon()  # the client went away meanwhile
 
     async def _admit(
         self,
@@ -549,3 +573,9 @@ class InferenceService:
 
 
 _placeholder = Started(job_id="", worker_id="", prompt_tokens=0, weights_digest="")
+
+
+async def _no_events() -> AsyncIterator[Event]:
+    """The events of a job that never reached the queue."""
+    return
+    yield
