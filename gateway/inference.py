@@ -474,10 +474,7 @@ class InferenceService:
             sealed = await self._seal(run._principal, run.request_id, "answer", answer)
         except EnclaveError:  # the outcome matters more than keeping the answer's text
             sealed = None
-        try:
-            await self.audit.append(replace(entry, answer_sealed=sealed))
-        except EnclaveError:
-            logger.error("outcome record for %s could not be written", run.request_id)
+        await self.audit.append_or_owe(replace(entry, answer_sealed=sealed))
         with request_context(run.request_id):
             logger.info(
                 "%s %s: %d (%s), %d prompt + %d completion tokens, %d ms",

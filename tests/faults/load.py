@@ -118,10 +118,13 @@ class Load:
     """``clients`` concurrent clients, each sending one streaming request after another
     until ``stop``; ``replies`` grows as requests end."""
 
-    def __init__(self, client: httpx.AsyncClient, key: str, clients: int) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, key: str, clients: int, *, pause_after_503_s: float = 0.1
+    ) -> None:
         self._client = client
         self._key = key
         self._clients = clients
+        self._pause_after_503_s = pause_after_503_s
         self._stopping = asyncio.Event()
         self._task: asyncio.Future[list[None]] | None = None
         self.replies: list[Reply] = []
@@ -143,7 +146,10 @@ class Load:
 
     async def _one_client(self) -> None:
         while not self._stopping.is_set():
-            self.replies.append(await stream_chat(self._client, self._key))
+            reply = await stream_chat(self._client, self._key)
+            self.replies.append(reply)
+            if reply.status == 503:  # a client's think time, not a synchronisation
+                await asyncio.sleep(self._pause_after_503_s)
 
 
 def text_faults(replies: list[Reply]) -> list[str]:
