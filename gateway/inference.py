@@ -35,7 +35,7 @@ from gateway.errors import (
 )
 from gateway.logs import request_context
 from gateway.metrics import GatewayMetrics
-from gateway.queue.client import RedisJobQueue
+from gateway.queue.client import CLIENT_TOO_SLOW, RedisJobQueue
 from gateway.queue.protocol import (
     FIFO_QUEUE,
     ChatMessage,
@@ -262,6 +262,11 @@ class JobRun:
         self.is_settled = True
         await self._service.record_outcome(self, status, error_code)
 
+    async def too_slow(self) -> None:
+        """The client fell too far behind and the queue stopped its job: record the outcome
+        now, not when (if ever) the client reads again."""
+        await self.settle(CLIENT_CLOSED, CLIENT_TOO_SLOW)
+
     async def abandon(self, status: int = CLIENT_CLOSED, code: str = "client_closed") -> None:
         """The client went away (or waited too long): stop the worker, record the outcome."""
         if not self.is_settled:
@@ -329,6 +334,7 @@ class InferenceService:
             )
         with self.tracer.start_as_current_span("admission"):
             limits = await self._admit(principal, request_id, request, max_tokens)
+        run = JobRun(request_id, _placeholder, _no_events(), self, principal, request, opened_at)
         is_accepted = False
         try:
             with self.tracer.start_as_current_span("audit"):
@@ -357,16 +363,15 @@ class InferenceService:
                     start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
                     **self._schedule(principal, request),
                 )
-                events = await self.queue.submit(job)
+                run._events = await self.queue.submit(job, on_overflow=run.too_slow)
         except BaseException as exc:
-            await self._not_queued(principal, request_id, request, opened_at, exc, is_accepted)
+            await self._not_queued(run, exc, is_accepted)
             raise
-        run = JobRun(request_id, _placeholder, events, self, principal, request, opened_at)
         run.limits = limits
         run.priority = job.priority
         try:
             async with asyncio.timeout(max(0.0, job.start_by - time.time())):
-                run.started = await self._first_event(run, events)
+                run.started = await self._first_event(run, run._events)
         except TimeoutError:  # no worker took it in time: it will never start
             await run.abandon(503, "queue_timeout")
             waited = OverCapacity(
@@ -387,23 +392,14 @@ class InferenceService:
             await self.queue.unqueue(job)
         return run
 
-    async def _not_queued(
-        self,
-        principal: Principal,
-        request_id: str,
-        request: InferenceRequest,
-        opened_at: float,
-        exc: BaseException,
-        is_accepted: bool,
-    ) -> None:
+    async def _not_queued(self, run: JobRun, exc: BaseException, is_accepted: bool) -> None:
         """The job never reached the queue. An accepted request still gets its one outcome
         record (and a cancel, in case Redis took the job but its answer was lost); any
         other gives its quota reservation back."""
         if not is_accepted:
             if self.quotas is not None:
-                await self.quotas.settle(request_id, 0)
+                await self.quotas.settle(run.request_id, 0)
             return
-        run = JobRun(request_id, _placeholder, _no_events(), self, principal, request, opened_at)
         if isinstance(exc, EnclaveError):
             await run.abandon(exc.status, exc.code)
             exc.is_audited = True  # the outcome record says so
