@@ -46,10 +46,14 @@ class RestartableRedis:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)  # polling the server until it answers
 
-    def stop(self) -> None:
-        """SIGTERM: Redis closes every connection and exits; its AOF is already on disk."""
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (Redis closes every connection and exits) or SIGKILL (as a crash); either
+        way its append-only file already holds every write it answered."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
             self.process.wait(timeout=30)
         self.process = None
 

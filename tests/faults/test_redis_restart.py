@@ -35,9 +35,11 @@ CLIENTS = 50
 RECOVERY_BOUND_S = 5.0
 
 
+@pytest.mark.parametrize("how", ["terminate", "kill"])
 async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
-    make_postgres_url: Callable[[], str], tmp_path: Path
+    make_postgres_url: Callable[[], str], tmp_path: Path, how: str
 ) -> None:
+    """Stopped cleanly (SIGTERM) or killed (SIGKILL: connections reset mid-command)."""
     redis_server = RestartableRedis(tmp_path)
     redis_server.start()
     engine = FakeEngine(reply=numbered_reply, step_delay_s=0.05, capacity=64, max_context=4096)
@@ -48,7 +50,7 @@ async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
             load.start()
             await poll(lambda: engine.num_unfinished() >= 30, timeout_s=30, what="30 streams")
 
-            await asyncio.to_thread(redis_server.stop)
+            await asyncio.to_thread(redis_server.stop, kill=how == "kill")
             # The load's clients are all mid-stream: others arrive while Redis is away.
             refused = await asyncio.gather(*(stream_chat(stack.client, key) for _ in range(20)))
             await asyncio.to_thread(redis_server.start)
@@ -70,6 +72,8 @@ async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
             assert {r.status for r in refused} == {503}, [(r.status, r.error) for r in refused]
             assert max(r.ended_at - r.sent_at for r in refused) < 5.0
             assert envelope_faults([*refused, *replies]) == []
+            accepted_streams = [r for r in replies if r.status == 200]
+            assert [r.error for r in accepted_streams if not r.is_complete] == []
             assert text_faults(replies) == []
             assert recovery_s < RECOVERY_BOUND_S
             assert probe.is_complete, probe
