@@ -63,6 +63,7 @@ FLAG_TTL_S = 3600
 STARTS_TTL_S = 180  # the current minute and the two before it
 HOLD_BEFORE_GENERATE = "hold_before_generate"
 IDLE_POLL_S = 1.0  # picks again this often without a wake-up (a lost message, a reconnect)
+PRE_START_RETRY_S = 0.2
 
 
 @dataclass
@@ -232,6 +233,16 @@ class Consumer:
                 yield
 
     async def _should_skip(self, job: Job, is_reclaimed: bool) -> bool:
+        """Whether not to start the job. Redis away for a moment is no reason to fail a job
+        that has not started: ask again until it answers or the start deadline passes."""
+        while True:
+            try:
+                return await self._is_skipped(job, is_reclaimed)
+            except RedisError:
+                logger.warning("job %s: Redis unreachable before the start; retrying", job.id)
+                await asyncio.sleep(PRE_START_RETRY_S)
+
+    async def _is_skipped(self, job: Job, is_reclaimed: bool) -> bool:
         if job.start_by and time.time() > job.start_by:
             logger.info("job %s waited past its start deadline; not started", job.id)
             return True  # its gateway has answered 503 already

@@ -11,10 +11,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.audit.records import AuditEntry, AuditLog
+from gateway.queue.schedule import Scheduler, Taken
 from tests.fakes.engine import FakeEngine
 from tests.faults.load import (
     Load,
@@ -68,7 +70,9 @@ async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
             )
 
             assert [r.failure for r in replies if r.failure] == []  # no hang, no reset
-            assert {r.status for r in replies} <= {200, 503}, Counter(r.status for r in replies)
+            assert {r.status for r in replies} <= {200, 503}, Counter(
+                (r.status, r.error and r.error["code"]) for r in replies
+            )
             assert {r.status for r in refused} == {503}, [(r.status, r.error) for r in refused]
             assert max(r.ended_at - r.sent_at for r in refused) < 5.0
             assert envelope_faults([*refused, *replies]) == []
@@ -125,3 +129,38 @@ async def test_a_request_accepted_as_redis_goes_away_gets_its_one_outcome_record
         ("outcome", 503, "queue_unavailable"),
     ]
     assert engine.requests == []
+
+
+async def test_a_job_picked_as_redis_goes_away_runs_once_it_is_back(
+    make_postgres_url: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pinned too: Redis stops between the worker's pick and its checks before starting the
+    job; the job has not started, so it must not fail for that (it did: 502 worker_error)."""
+    redis_server = RestartableRedis(tmp_path)
+    redis_server.start()
+    pick = Scheduler.pick
+    stopped = asyncio.Event()
+
+    async def pick_then_stop_redis(scheduler: Scheduler, *args: Any) -> list[Taken]:
+        taken = await pick(scheduler, *args)
+        if taken and not stopped.is_set():
+            await asyncio.to_thread(redis_server.stop)
+            stopped.set()
+        return taken
+
+    engine = FakeEngine(reply=numbered_reply)
+    try:
+        async with open_stack(make_postgres_url(), redis_server.url, engine) as stack:
+            key = await stack.key()
+            monkeypatch.setattr(Scheduler, "pick", pick_then_stop_redis)
+            request = asyncio.create_task(stream_chat(stack.client, key))
+            await asyncio.wait_for(stopped.wait(), 10)
+            await asyncio.to_thread(redis_server.start)
+            reply = await request
+            rows = await stack.audit_rows()
+    finally:
+        redis_server.stop()
+    assert reply.is_complete, reply
+    assert text_faults([reply]) == []
+    outcomes = [(r.status, r.error_code) for r in rows if r.event == "outcome"]
+    assert outcomes == [(200, None)]
