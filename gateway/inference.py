@@ -520,7 +520,8 @@ class InferenceService:
     async def refuse(
         self, principal: Principal | None, request_id: str, endpoint: str, error: EnclaveError
     ) -> None:
-        """Audit a refusal. A failing audit store does not mask the client's own error."""
+        """Audit a refusal. A failing audit store does not mask the client's own error: the
+        record is written once the store is back."""
         reason = str(getattr(error, "reason", None) or error.code)
         if self.metrics is not None:
             self.metrics.refused(
@@ -539,10 +540,10 @@ class InferenceService:
             user_id=principal.user_id if principal else None,
             key_id=principal.key_id if principal else None,
         )
-        try:
-            await self.audit.append(entry)
-        except EnclaveError:
-            logger.error("refusal record for %s could not be written", request_id)
+        if isinstance(error, AuditUnavailable):
+            self.audit.owe(entry)  # the store just failed: written once it is back
+        else:
+            await self.audit.append_or_owe(entry)
 
     @staticmethod
     def _entry(

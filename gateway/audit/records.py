@@ -98,6 +98,11 @@ class AuditLog:
             logger.error("audit write failed: %s", type(exc).__name__)
             raise AuditUnavailable(AUDIT_UNWRITABLE) from exc
 
+    def owe(self, entry: AuditEntry) -> None:
+        """Keep a record for the writer to commit once the store is back, without trying
+        now (the store has just failed)."""
+        self._writer.owe(log_fields(entry, datetime.now(UTC), self._pseudonym_key))
+
     async def append_or_owe(self, entry: AuditEntry) -> None:
         """Append a record nothing can refuse any more (the outcome of a request that has
         run): committed before returning if the store answers; else kept by the writer and

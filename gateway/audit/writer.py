@@ -31,6 +31,9 @@ logger = logging.getLogger("enclave.audit")
 DEFAULT_MAX_BATCH = 500
 DEFAULT_FLUSHERS = 2
 DEFAULT_MAX_OWED = 100_000
+DEFAULT_COMMIT_TIMEOUT_S = 5.0
+"""A commit that takes longer fails (its requests are refused): a hung database, or one
+behind a network that drops packets, must not hold every request forever."""
 OWED_RETRY_S = 1.0
 
 
@@ -68,10 +71,12 @@ class PendingWriter:
         max_batch: int = DEFAULT_MAX_BATCH,
         flushers: int = DEFAULT_FLUSHERS,
         max_owed: int = DEFAULT_MAX_OWED,
+        commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S,
     ) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._max_owed = max_owed
+        self._commit_timeout_s = commit_timeout_s
         self._owed: list[bytes] = []
         # SQLite has one writer at a time: a second flusher would only wait for the lock.
         self._flushers = 1 if engine.dialect.name == "sqlite" else flushers
@@ -139,7 +144,7 @@ class PendingWriter:
             return
         now = datetime.now(UTC)
         try:
-            async with self._engine.begin() as conn:
+            async with asyncio.timeout(self._commit_timeout_s), self._engine.begin() as conn:
                 bodies = [*owed, *(body for body, _ in batch)]
                 await insert_pending(conn, [(now, body) for body in bodies])
         except Exception as exc:  # every waiter learns its record was not written

@@ -3,7 +3,9 @@ their data: Redis with an append-only file, a PostgreSQL cluster."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -101,3 +103,22 @@ class RestartablePostgres(PrivatePostgres):
         with psycopg.connect(libpq_url(self.url), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def pids(self) -> list[int]:
+        """The cluster's processes: the postmaster (first line of postmaster.pid) and its
+        children."""
+        postmaster = int(self.data.joinpath("postmaster.pid").read_text().split()[0])
+        children = subprocess.run(
+            ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return [postmaster, *(int(pid) for pid in children)]
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the cluster: connections stay open, nothing answers (a
+        hung server, or a network that drops packets)."""
+        for pid in self.pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.pids():
+            os.kill(pid, signal.SIGCONT)

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.db.migrate import upgrade_to_head
+from tests.audit_records import Logged
 from tests.fakes.engine import FakeEngine
 from tests.faults.load import (
     Load,
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.integration
 
 CLIENTS = 50
 RECOVERY_BOUND_S = 5.0
+HUNG_STORE_BOUND_S = 15.0
 
 
 @pytest.fixture
@@ -127,6 +129,40 @@ async def test_audit_store_outage_refuses_new_requests_and_loses_no_outcome(
     rows = await stack.audit_rows()
     assert outcome_faults(rows) == []
     assert len([r for r in rows if r.seq is None]) == 0  # the sequencer came back too
+    assert len(refusals_of_the_outage(rows)) >= len(refused)
     accepted = {r.request_id for r in rows if r.event == "accepted"}
     assert {request_id for request_id, _, _ in engine.requests} <= accepted
     assert {r.request_id for r in ended_in_outage} <= accepted
+
+
+async def test_a_hung_audit_store_is_a_503_not_a_hang(
+    stack: Stack, engine: FakeEngine, audit_server: RestartablePostgres
+) -> None:
+    """The store's processes stopped (SIGSTOP): connections stay open and nothing answers,
+    as with a hung server or a network that drops packets."""
+    key = await stack.key()
+    assert (await stream_chat(stack.client, key)).is_complete  # pooled connections exist
+    audit_server.freeze()
+    try:
+        refused = await asyncio.gather(
+            *(stream_chat(stack.client, key, timeout_s=40) for _ in range(5))
+        )
+    finally:
+        audit_server.thaw()
+    assert [(r.status, r.error and r.error["code"]) for r in refused] == [
+        (503, "audit_unavailable")
+    ] * len(refused), [(r.status, r.failure) for r in refused]
+    assert max(r.ended_at - r.sent_at for r in refused) < HUNG_STORE_BOUND_S
+    assert nonces_served(engine).isdisjoint(r.nonce for r in refused)
+    await poll(lambda: is_served(stack, key), timeout_s=10, what="a request served after the thaw")
+    rows = await stack.audit_rows()
+    assert outcome_faults(rows) == []
+    assert len(refusals_of_the_outage(rows)) == len(refused)  # kept, then written
+
+
+async def is_served(stack: Stack, key: str) -> bool:
+    return (await stream_chat(stack.client, key, timeout_s=10)).is_complete
+
+
+def refusals_of_the_outage(rows: list[Logged]) -> list[Logged]:
+    return [r for r in rows if (r.event, r.error_code) == ("refused", "audit_unavailable")]
