@@ -268,6 +268,7 @@ class Consumer:
         )
         has_streamed = False
         charged = 0  # output tokens charged to the job's queue so far
+        deltas = 0  # deltas sent so far: the next one's seq, less one
         choices = job.sampling.n
         reasons: dict[int, str] = {}  # finish reason by choice
         try:
@@ -288,6 +289,7 @@ class Consumer:
                 self._publisher.charge(job, out.completion_tokens - charged)
                 charged = out.completion_tokens
                 if out.text or out.tool_calls or out.logprobs:
+                    deltas += 1
                     delta = Delta(
                         job.id,
                         out.text,
@@ -295,6 +297,7 @@ class Consumer:
                         out.tool_calls,
                         out.index,
                         out.logprobs,
+                        seq=deltas,
                     )
                     self._publisher.send(job.reply_to, delta)
                 if out.finish_reason is not None:

@@ -29,6 +29,7 @@ from gateway.errors import GatewayTimeout, QueueUnavailable
 from gateway.queue.protocol import (
     CANCEL_CHANNEL,
     MESSAGE_FIELD,
+    Delta,
     Event,
     Failed,
     Finished,
@@ -111,6 +112,7 @@ class RedisJobQueue:
         return self._events(job.id, queue)
 
     async def _events(self, job_id: str, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+        last_delta = 0
         try:
             while True:
                 try:
@@ -120,6 +122,10 @@ class RedisJobQueue:
                     raise GatewayTimeout(
                         f"No response from a worker within {self._request_timeout_s:g} s."
                     ) from None
+                if isinstance(event, Delta) and event.seq:
+                    if event.seq <= last_delta:
+                        continue  # a retried write that Redis took twice
+                    last_delta = event.seq
                 yield event
                 if isinstance(event, Finished | Failed):
                     return

@@ -59,6 +59,15 @@ class RestartableRedis:
             self.process.wait(timeout=30)
         self.process = None
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers (a hung server)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def is_answering(self) -> bool:
         try:
             with redis.Redis.from_url(self.url, socket_connect_timeout=0.5) as client:
