@@ -35,7 +35,7 @@ from gateway.errors import (
 )
 from gateway.logs import request_context
 from gateway.metrics import GatewayMetrics
-from gateway.queue.client import RedisJobQueue
+from gateway.queue.client import CLIENT_TOO_SLOW, RedisJobQueue
 from gateway.queue.protocol import (
     FIFO_QUEUE,
     ChatMessage,
@@ -262,6 +262,11 @@ class JobRun:
         self.is_settled = True
         await self._service.record_outcome(self, status, error_code)
 
+    async def too_slow(self) -> None:
+        """The client fell too far behind and the queue stopped its job: record the outcome
+        now, not when (if ever) the client reads again."""
+        await self.settle(CLIENT_CLOSED, CLIENT_TOO_SLOW)
+
     async def abandon(self, status: int = CLIENT_CLOSED, code: str = "client_closed") -> None:
         """The client went away (or waited too long): stop the worker, record the outcome."""
         if not self.is_settled:
@@ -329,11 +334,14 @@ class InferenceService:
             )
         with self.tracer.start_as_current_span("admission"):
             limits = await self._admit(principal, request_id, request, max_tokens)
+        run = JobRun(request_id, _placeholder, _no_events(), self, principal, request, opened_at)
+        is_accepted = False
         try:
             with self.tracer.start_as_current_span("audit"):
                 entry = self._entry(principal, request_id, request, "accepted", 202)
                 sealed = await self._seal(principal, request_id, "prompt", request.text)
                 await self.audit.append(replace(entry, prompt_sealed=sealed))
+            is_accepted = True
             with self.tracer.start_as_current_span(
                 "enqueue", attributes={"enclave.request_id": request_id}
             ):
@@ -355,17 +363,15 @@ class InferenceService:
                     start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
                     **self._schedule(principal, request),
                 )
-                events = await self.queue.submit(job)
-        except BaseException:  # not accepted after all: give the reservation back
-            if self.quotas is not None:
-                await self.quotas.settle(request_id, 0)
+                run._events = await self.queue.submit(job, on_overflow=run.too_slow)
+        except BaseException as exc:
+            await self._not_queued(run, exc, is_accepted)
             raise
-        run = JobRun(request_id, _placeholder, events, self, principal, request, opened_at)
         run.limits = limits
         run.priority = job.priority
         try:
             async with asyncio.timeout(max(0.0, job.start_by - time.time())):
-                run.started = await self._first_event(run, events)
+                run.started = await self._first_event(run, run._events)
         except TimeoutError:  # no worker took it in time: it will never start
             await run.abandon(503, "queue_timeout")
             waited = OverCapacity(
@@ -385,6 +391,20 @@ class InferenceService:
         finally:
             await self.queue.unqueue(job)
         return run
+
+    async def _not_queued(self, run: JobRun, exc: BaseException, is_accepted: bool) -> None:
+        """The job never reached the queue. An accepted request still gets its one outcome
+        record (and a cancel, in case Redis took the job but its answer was lost); any
+        other gives its quota reservation back."""
+        if not is_accepted:
+            if self.quotas is not None:
+                await self.quotas.settle(run.request_id, 0)
+            return
+        if isinstance(exc, EnclaveError):
+            await run.abandon(exc.status, exc.code)
+            exc.is_audited = True  # the outcome record says so
+        else:
+            await run.abandon()  # the client went away meanwhile
 
     async def _admit(
         self,
@@ -450,10 +470,7 @@ class InferenceService:
             sealed = await self._seal(run._principal, run.request_id, "answer", answer)
         except EnclaveError:  # the outcome matters more than keeping the answer's text
             sealed = None
-        try:
-            await self.audit.append(replace(entry, answer_sealed=sealed))
-        except EnclaveError:
-            logger.error("outcome record for %s could not be written", run.request_id)
+        await self.audit.append_or_owe(replace(entry, answer_sealed=sealed))
         with request_context(run.request_id):
             logger.info(
                 "%s %s: %d (%s), %d prompt + %d completion tokens, %d ms",
@@ -503,7 +520,8 @@ class InferenceService:
     async def refuse(
         self, principal: Principal | None, request_id: str, endpoint: str, error: EnclaveError
     ) -> None:
-        """Audit a refusal. A failing audit store does not mask the client's own error."""
+        """Audit a refusal. A failing audit store does not mask the client's own error: the
+        record is written once the store is back."""
         reason = str(getattr(error, "reason", None) or error.code)
         if self.metrics is not None:
             self.metrics.refused(
@@ -522,10 +540,10 @@ class InferenceService:
             user_id=principal.user_id if principal else None,
             key_id=principal.key_id if principal else None,
         )
-        try:
-            await self.audit.append(entry)
-        except EnclaveError:
-            logger.error("refusal record for %s could not be written", request_id)
+        if isinstance(error, AuditUnavailable):
+            self.audit.owe(entry)  # the store just failed: written once it is back
+        else:
+            await self.audit.append_or_owe(entry)
 
     @staticmethod
     def _entry(
@@ -549,3 +567,9 @@ class InferenceService:
 
 
 _placeholder = Started(job_id="", worker_id="", prompt_tokens=0, weights_digest="")
+
+
+async def _no_events() -> AsyncIterator[Event]:
+    """The events of a job that never reached the queue."""
+    return
+    yield

@@ -63,6 +63,7 @@ FLAG_TTL_S = 3600
 STARTS_TTL_S = 180  # the current minute and the two before it
 HOLD_BEFORE_GENERATE = "hold_before_generate"
 IDLE_POLL_S = 1.0  # picks again this often without a wake-up (a lost message, a reconnect)
+PRE_START_RETRY_S = 0.2
 
 
 @dataclass
@@ -232,6 +233,16 @@ class Consumer:
                 yield
 
     async def _should_skip(self, job: Job, is_reclaimed: bool) -> bool:
+        """Whether not to start the job. Redis away for a moment is no reason to fail a job
+        that has not started: ask again until it answers or the start deadline passes."""
+        while True:
+            try:
+                return await self._is_skipped(job, is_reclaimed)
+            except RedisError:
+                logger.warning("job %s: Redis unreachable before the start; retrying", job.id)
+                await asyncio.sleep(PRE_START_RETRY_S)
+
+    async def _is_skipped(self, job: Job, is_reclaimed: bool) -> bool:
         if job.start_by and time.time() > job.start_by:
             logger.info("job %s waited past its start deadline; not started", job.id)
             return True  # its gateway has answered 503 already
@@ -257,6 +268,7 @@ class Consumer:
         )
         has_streamed = False
         charged = 0  # output tokens charged to the job's queue so far
+        deltas = 0  # deltas sent so far: the next one's seq, less one
         choices = job.sampling.n
         reasons: dict[int, str] = {}  # finish reason by choice
         try:
@@ -277,6 +289,7 @@ class Consumer:
                 self._publisher.charge(job, out.completion_tokens - charged)
                 charged = out.completion_tokens
                 if out.text or out.tool_calls or out.logprobs:
+                    deltas += 1
                     delta = Delta(
                         job.id,
                         out.text,
@@ -284,6 +297,7 @@ class Consumer:
                         out.tool_calls,
                         out.index,
                         out.logprobs,
+                        seq=deltas,
                     )
                     self._publisher.send(job.reply_to, delta)
                 if out.finish_reason is not None:

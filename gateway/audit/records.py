@@ -97,3 +97,19 @@ class AuditLog:
         except Exception as exc:  # fail closed, whatever broke
             logger.error("audit write failed: %s", type(exc).__name__)
             raise AuditUnavailable(AUDIT_UNWRITABLE) from exc
+
+    def owe(self, entry: AuditEntry) -> None:
+        """Keep a record for the writer to commit once the store is back, without trying
+        now (the store has just failed)."""
+        self._writer.owe(log_fields(entry, datetime.now(UTC), self._pseudonym_key))
+
+    async def append_or_owe(self, entry: AuditEntry) -> None:
+        """Append a record nothing can refuse any more (the outcome of a request that has
+        run): committed before returning if the store answers; else kept by the writer and
+        written once the store is back. Never raises for the store being away."""
+        fields = log_fields(entry, datetime.now(UTC), self._pseudonym_key)
+        try:
+            await self._writer.append(fields)
+        except Exception as exc:
+            logger.error("audit write failed: %s; the record waits", type(exc).__name__)
+            self._writer.owe(fields)

@@ -5,12 +5,17 @@ exception means no record, and the caller refuses the request). Appends that arr
 a commit is in flight wait for the next one, which takes all of them in one multi-row
 INSERT: with 32 concurrent requests a commit carries dozens of records, so the database
 sees a few hundred transactions a second instead of thousands.
+
+A record that can no longer be refused (the outcome of a request that has run) and could
+not be committed is ``owe``d: kept in memory, bounded, and written with the next commit
+that succeeds, or retried every ``OWED_RETRY_S`` seconds until the database is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.audit.canonical import canonical_json
 from gateway.db.models import AuditPending
 
+logger = logging.getLogger("enclave.audit")
+
 DEFAULT_MAX_BATCH = 500
 DEFAULT_FLUSHERS = 2
+DEFAULT_MAX_OWED = 100_000
+DEFAULT_COMMIT_TIMEOUT_S = 5.0
+"""A commit that takes longer fails (its requests are refused): a hung database, or one
+behind a network that drops packets, must not hold every request forever."""
+OWED_RETRY_S = 1.0
 
 
 async def append_pending(
@@ -58,9 +70,14 @@ class PendingWriter:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         flushers: int = DEFAULT_FLUSHERS,
+        max_owed: int = DEFAULT_MAX_OWED,
+        commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S,
     ) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        self._max_owed = max_owed
+        self._commit_timeout_s = commit_timeout_s
+        self._owed: list[bytes] = []
         # SQLite has one writer at a time: a second flusher would only wait for the lock.
         self._flushers = 1 if engine.dialect.name == "sqlite" else flushers
         self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
@@ -79,6 +96,15 @@ class PendingWriter:
                 await task
         while self._waiting:
             await self._flush_once()
+        if self._owed:
+            await self._flush_once()
+        if self._owed:
+            logger.error("%d audit records lost: the database did not come back", len(self._owed))
+
+    @property
+    def owed(self) -> int:
+        """Records waiting for the database to come back."""
+        return len(self._owed)
 
     async def append(self, fields: Mapping[str, Any]) -> None:
         """Queue one record and wait until it is committed; raises if it could not be."""
@@ -88,11 +114,24 @@ class PendingWriter:
         self._wakeup.set()
         await asyncio.shield(done)  # a cancelled caller does not cancel others' commit
 
+    def owe(self, fields: Mapping[str, Any]) -> None:
+        """Keep a record ``append`` could not commit, to be written once the database is
+        back; past ``max_owed`` records it is dropped (and logged)."""
+        body = canonical_json(fields)
+        if len(self._owed) >= self._max_owed:
+            logger.error("audit record dropped: %d records already wait", len(self._owed))
+            return
+        self._owed.append(body)
+        self._wakeup.set()
+
     async def _flush_loop(self) -> None:
         while True:
             if not self._waiting:
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wakeup.wait(), OWED_RETRY_S if self._owed else None
+                    )
             await self._flush_once()
 
     async def _flush_once(self) -> None:
@@ -100,13 +139,16 @@ class PendingWriter:
             self._waiting[: self._max_batch],
             self._waiting[self._max_batch :],
         )
-        if not batch:
+        owed, self._owed = self._owed[: self._max_batch], self._owed[self._max_batch :]
+        if not batch and not owed:
             return
         now = datetime.now(UTC)
         try:
-            async with self._engine.begin() as conn:
-                await insert_pending(conn, [(now, body) for body, _ in batch])
+            async with asyncio.timeout(self._commit_timeout_s), self._engine.begin() as conn:
+                bodies = [*owed, *(body for body, _ in batch)]
+                await insert_pending(conn, [(now, body) for body in bodies])
         except Exception as exc:  # every waiter learns its record was not written
+            self._owed[:0] = owed  # still owed, in their order
             for _, done in batch:
                 if not done.done():
                     done.set_exception(exc)

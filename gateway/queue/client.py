@@ -3,6 +3,12 @@
 One dispatcher task per gateway process reads the replica's inbox stream and routes each
 event to the request waiting for it. Workers write to ``Job.reply_to``, so tokens travel
 back to the replica that holds the client's connection.
+
+A worker never waits for a client: each request holds at most ``max_buffered_events``
+events its client has not taken. A client that falls further behind (it stopped reading,
+or reads slower than the model writes) has its job cancelled, its buffer dropped and its
+stream ended with a ``client_too_slow`` error; ``submit``'s ``on_overflow`` hears of it at
+once, so the request's outcome does not wait for a client that may never read again.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,6 +29,7 @@ from gateway.errors import GatewayTimeout, QueueUnavailable
 from gateway.queue.protocol import (
     CANCEL_CHANNEL,
     MESSAGE_FIELD,
+    Delta,
     Event,
     Failed,
     Finished,
@@ -45,6 +52,12 @@ from gateway.queue.schedule import Scheduler, waiting
 logger = logging.getLogger("enclave.queue")
 
 INBOX_TTL_S = 3600
+MAX_BUFFERED_EVENTS = 1024
+"""Events a request may hold for its client (a few seconds of tokens at most rates)."""
+CLIENT_TOO_SLOW = "client_too_slow"
+_TOO_SLOW = (
+    "The client did not read the response as fast as it was written; the request was stopped."
+)
 CANCEL_TTL_S = 3600
 _READ_BLOCK_MS = 1000
 
@@ -57,13 +70,17 @@ class RedisJobQueue:
         request_timeout_s: float,
         worker_ttl_s: float,
         gateway_id: str | None = None,
+        max_buffered_events: int = MAX_BUFFERED_EVENTS,
     ) -> None:
         self._redis = redis
+        self._max_buffered = max_buffered_events
         self._request_timeout_s = request_timeout_s
         self._worker_ttl_s = worker_ttl_s
         self.gateway_id = gateway_id or uuid.uuid4().hex
         self.inbox = inbox_key(self.gateway_id)
         self._waiting: dict[str, asyncio.Queue[Event]] = {}
+        self._on_overflow: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._workers_cache: tuple[float, list[WorkerInfo]] = (0.0, [])
         self._scheduler = Scheduler(redis)
@@ -77,19 +94,25 @@ class RedisJobQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
 
-    async def submit(self, job: Job) -> AsyncIterator[Event]:
+    async def submit(
+        self, job: Job, on_overflow: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[Event]:
         """Queue a job for its model's workers; return its events, ending after Finished or
-        Failed."""
+        Failed. ``on_overflow`` is awaited if the client falls too far behind."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._waiting[job.id] = queue
+        if on_overflow is not None:
+            self._on_overflow[job.id] = on_overflow
         try:
             await self._scheduler.enqueue(job)
         except RedisError as exc:
             self._waiting.pop(job.id, None)
+            self._on_overflow.pop(job.id, None)
             raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
         return self._events(job.id, queue)
 
     async def _events(self, job_id: str, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+        last_delta = 0
         try:
             while True:
                 try:
@@ -99,11 +122,20 @@ class RedisJobQueue:
                     raise GatewayTimeout(
                         f"No response from a worker within {self._request_timeout_s:g} s."
                     ) from None
+                if isinstance(event, Delta) and event.seq:
+                    if event.seq <= last_delta:
+                        continue  # a retried write that Redis took twice
+                    last_delta = event.seq
                 yield event
                 if isinstance(event, Finished | Failed):
                     return
         finally:
             self._waiting.pop(job_id, None)
+            self._on_overflow.pop(job_id, None)
+
+    def buffered(self) -> dict[str, int]:
+        """Events received for each request in flight that its client has not taken yet."""
+        return {job_id: queue.qsize() for job_id, queue in self._waiting.items()}
 
     async def queued(self, model: str, tenant: str) -> int:
         """How many of the tenant's jobs for ``model`` wait for a worker (within deadline)."""
@@ -200,5 +232,27 @@ class RedisJobQueue:
             logger.warning("dropping undecodable event")
             return
         queue = self._waiting.get(event.job_id)
-        if queue is not None:
+        if queue is None:
+            return
+        if queue.qsize() < self._max_buffered:
             queue.put_nowait(event)
+        else:
+            self._overflow(event.job_id, queue)
+
+    def _overflow(self, job_id: str, queue: asyncio.Queue[Event]) -> None:
+        """The client cannot keep up: drop what waits for it, end its stream with an error
+        (for when it reads again), and stop the job; later events for it are dropped."""
+        self._waiting.pop(job_id, None)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(Failed(job_id, 499, "api_error", CLIENT_TOO_SLOW, _TOO_SLOW))
+        logger.warning("client of %s is too slow; stopping its job", job_id)
+        task = asyncio.create_task(self._stop_overflowed(job_id))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _stop_overflowed(self, job_id: str) -> None:
+        await self.cancel(job_id)
+        on_overflow = self._on_overflow.pop(job_id, None)
+        if on_overflow is not None:
+            await on_overflow()

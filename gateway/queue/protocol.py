@@ -177,7 +177,8 @@ class TokenLogprob(msgspec.Struct, frozen=True, array_like=True):
 
 class Delta(msgspec.Struct, frozen=True, tag_field="event", tag="delta"):
     """New text of choice ``index``, coalesced per engine step; ``completion_tokens`` is the
-    running total over all choices."""
+    running total over all choices. ``seq`` numbers a job's deltas from 1 (0: unnumbered),
+    so a write the worker retried, and Redis took twice, reaches the client once."""
 
     job_id: str
     text: str
@@ -185,6 +186,7 @@ class Delta(msgspec.Struct, frozen=True, tag_field="event", tag="delta"):
     tool_calls: tuple[ToolCallDelta, ...] = ()
     index: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    seq: int = 0
 
 
 class Finished(msgspec.Struct, frozen=True, tag_field="event", tag="finished"):

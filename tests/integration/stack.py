@@ -52,6 +52,8 @@ class Stack:
     pseudonym_key: bytes
     management_url: str = ""
     """The gateway's management listener, when the stack was opened with one."""
+    app: Any = None
+    """The Litestar app, for tests that look inside the gateway (its state after startup)."""
 
     async def key(
         self,
@@ -176,10 +178,11 @@ async def open_stack(
     db = create_engine(database_url)
     audit_db = create_engine(audit_url) if audit_url else db
     redis = Redis.from_url(redis_url)
+    app = create_app(settings, tracer_provider)
     try:
         async with (
             run_consumer(redis, engine, tracer=tracer_of(tracer_provider)),
-            serve(create_app(settings, tracer_provider)) as base_url,
+            serve(app) as base_url,
             httpx.AsyncClient(base_url=base_url, timeout=30) as client,
         ):
             key = await asyncio.to_thread(load_or_create_pseudonym_key, settings.pseudonym_key_path)
@@ -192,6 +195,7 @@ async def open_stack(
                 audit_db,
                 key,
                 f"http://127.0.0.1:{management_port}" if management_port else "",
+                app,
             )
     finally:
         await redis.aclose()
