@@ -38,7 +38,7 @@ format: install
 	$(BIN)/ruff format gateway workers tests migrations
 
 test: lint model
-	$(BIN)/python -m pytest tests/unit tests/chart tests/deploy tests/integration tests/e2e
+	$(BIN)/python -m pytest tests/unit tests/chart tests/deploy tests/integration tests/faults tests/e2e
 
 bench: model
 	$(BIN)/python -m tests.bench.bench_streaming
