@@ -55,6 +55,11 @@ INBOX_TTL_S = 3600
 MAX_BUFFERED_EVENTS = 1024
 """Events a request may hold for its client (a few seconds of tokens at most rates)."""
 CLIENT_TOO_SLOW = "client_too_slow"
+EVENTS_LOST = "worker_lost"
+_EVENTS_LOST = (
+    "Part of the response was lost between the worker and the gateway; the response is "
+    "incomplete. Retry the request."
+)
 _TOO_SLOW = (
     "The client did not read the response as fast as it was written; the request was stopped."
 )
@@ -125,6 +130,10 @@ class RedisJobQueue:
                 if isinstance(event, Delta) and event.seq:
                     if event.seq <= last_delta:
                         continue  # a retried write that Redis took twice
+                    if event.seq > last_delta + 1:  # the worker gave up on a write
+                        await self.cancel(job_id)
+                        yield Failed(job_id, 502, "api_error", EVENTS_LOST, _EVENTS_LOST)
+                        return
                     last_delta = event.seq
                 yield event
                 if isinstance(event, Finished | Failed):

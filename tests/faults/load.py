@@ -128,6 +128,8 @@ class Load:
         self._stopping = asyncio.Event()
         self._task: asyncio.Future[list[None]] | None = None
         self.replies: list[Reply] = []
+        self.chunks = 0
+        """Stream events received so far, by every client."""
 
     def start(self) -> None:
         self._task = asyncio.gather(*(self._one_client() for _ in range(self._clients)))
@@ -144,9 +146,12 @@ class Load:
         """Replies to requests sent at or after ``at`` (time.monotonic())."""
         return [r for r in self.replies if r.sent_at >= at]
 
+    def _count(self, reply: Reply) -> None:
+        self.chunks += 1
+
     async def _one_client(self) -> None:
         while not self._stopping.is_set():
-            reply = await stream_chat(self._client, self._key)
+            reply = await stream_chat(self._client, self._key, on_chunk=self._count)
             self.replies.append(reply)
             if reply.status == 503:  # a client's think time, not a synchronisation
                 await asyncio.sleep(self._pause_after_503_s)
@@ -154,7 +159,8 @@ class Load:
 
 def text_faults(replies: list[Reply]) -> list[str]:
     """Replies whose text is not the model's answer (complete) or a clean prefix of it (a
-    stream that ended early): duplicated, lost, reordered or foreign tokens."""
+    stream that ended early, with an error event): duplicated, lost, reordered or foreign
+    tokens, or a stream cut short in silence."""
     faults = []
     for reply in replies:
         expected = expected_text(reply.nonce)
@@ -162,6 +168,8 @@ def text_faults(replies: list[Reply]) -> list[str]:
             faults.append(f"{reply.request_id}: complete but {reply.text!r}")
         elif not expected.startswith(reply.text):
             faults.append(f"{reply.request_id}: {reply.text!r} is not a prefix of the answer")
+        elif reply.status == 200 and not (reply.is_done or reply.error or reply.failure):
+            faults.append(f"{reply.request_id}: cut short without an error")
     return faults
 
 
