@@ -101,11 +101,6 @@ class PendingWriter:
         if self._owed:
             logger.error("%d audit records lost: the database did not come back", len(self._owed))
 
-    @property
-    def owed(self) -> int:
-        """Records waiting for the database to come back."""
-        return len(self._owed)
-
     async def append(self, fields: Mapping[str, Any]) -> None:
         """Queue one record and wait until it is committed; raises if it could not be."""
         body = canonical_json(fields)  # bad fields fail here, alone

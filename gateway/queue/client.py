@@ -9,6 +9,10 @@ events its client has not taken. A client that falls further behind (it stopped 
 or reads slower than the model writes) has its job cancelled, its buffer dropped and its
 stream ended with a ``client_too_slow`` error; ``submit``'s ``on_overflow`` hears of it at
 once, so the request's outcome does not wait for a client that may never read again.
+
+Deltas are numbered per job (``Delta.seq``): one that Redis took twice (a write the worker
+retried) is relayed once, and a missing one (a write the worker gave up on) ends the
+stream with a ``worker_lost`` error rather than a response with a hole in it.
 """
 
 from __future__ import annotations
@@ -52,19 +56,19 @@ from gateway.queue.schedule import Scheduler, waiting
 logger = logging.getLogger("enclave.queue")
 
 INBOX_TTL_S = 3600
+CANCEL_TTL_S = 3600
+_READ_BLOCK_MS = 1000
 MAX_BUFFERED_EVENTS = 1024
 """Events a request may hold for its client (a few seconds of tokens at most rates)."""
 CLIENT_TOO_SLOW = "client_too_slow"
+_TOO_SLOW = (
+    "The client did not read the response as fast as it was written; the request was stopped."
+)
 EVENTS_LOST = "worker_lost"
 _EVENTS_LOST = (
     "Part of the response was lost between the worker and the gateway; the response is "
     "incomplete. Retry the request."
 )
-_TOO_SLOW = (
-    "The client did not read the response as fast as it was written; the request was stopped."
-)
-CANCEL_TTL_S = 3600
-_READ_BLOCK_MS = 1000
 
 
 class RedisJobQueue:
