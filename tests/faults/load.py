@@ -8,6 +8,7 @@ wrong client shows in the text a client received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -134,6 +135,13 @@ class Load:
     def start(self) -> None:
         self._task = asyncio.gather(*(self._one_client() for _ in range(self._clients)))
 
+    async def cancel(self) -> None:
+        """After a test that failed before ``stop``: its clients are cancelled."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
     async def stop(self, timeout_s: float = 30.0) -> list[Reply]:
         """Let each client finish its request in flight; every reply."""
         self._stopping.set()
@@ -199,7 +207,7 @@ def outcome_faults(rows: list[Logged]) -> list[str]:
 async def pending_jobs(redis: Redis, model: str = MODEL) -> int:
     """Jobs some worker took and has not acknowledged, in every stream of ``model``."""
     total = 0
-    for stream in await redis.smembers(queues_key(model)):  # type: ignore[misc]
+    for stream in await redis.smembers(queues_key(model)):
         try:
             summary: Any = await redis.xpending(stream, WORKER_GROUP)
         except ResponseError:  # the stream or its group is gone

@@ -20,8 +20,8 @@ from gateway.audit.records import AuditEntry, AuditLog
 from gateway.queue.schedule import Scheduler, Taken
 from gateway.settings import QueueSettings
 from tests.fakes.engine import FakeEngine
+from tests.faults.conftest import StartLoad
 from tests.faults.load import (
-    Load,
     envelope_faults,
     no_pending_jobs,
     numbered_reply,
@@ -44,7 +44,7 @@ socket timeout (5 s) per command that meets it."""
 
 @pytest.mark.parametrize("how", ["terminate", "kill", "freeze"])
 async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
-    make_postgres_url: Callable[[], str], tmp_path: Path, how: str
+    make_postgres_url: Callable[[], str], tmp_path: Path, how: str, start_load: StartLoad
 ) -> None:
     """Stopped cleanly (SIGTERM), killed (SIGKILL: connections reset mid-command), or hung
     (SIGSTOP, then SIGCONT: connections stay open and nothing answers meanwhile)."""
@@ -54,8 +54,7 @@ async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
     try:
         async with open_stack(make_postgres_url(), redis_server.url, engine) as stack:
             key = await stack.key()
-            load = Load(stack.client, key, CLIENTS)
-            load.start()
+            load = start_load(stack.client, key, CLIENTS)
             await poll(lambda: engine.num_unfinished() >= 30, timeout_s=30, what="30 streams")
 
             if how == "freeze":
@@ -194,6 +193,7 @@ async def test_an_outage_longer_than_the_workers_retries_never_leaves_a_gap_in_a
     make_postgres_url: Callable[[], str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    start_load: StartLoad,
 ) -> None:
     """The worker gives up on writes Redis would not take for ~30 s; here it gives up after
     three tries (0.7 s), so a short outage stands for a long one. Streams it cut must end
@@ -210,8 +210,7 @@ async def test_an_outage_longer_than_the_workers_retries_never_leaves_a_gap_in_a
         queue = QueueSettings(lease_timeout_s=1.0, request_timeout_s=5.0, worker_ttl_s=5.0)
         async with open_stack(make_postgres_url(), redis_server.url, engine, queue=queue) as stack:
             key = await stack.key()
-            load = Load(stack.client, key, CLIENTS)
-            load.start()
+            load = start_load(stack.client, key, CLIENTS)
             await poll(  # every stream a quarter through its answer
                 lambda: load.chunks >= CLIENTS * 5, timeout_s=30, what="streams under way"
             )
