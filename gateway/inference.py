@@ -441,7 +441,7 @@ class InferenceService:
             await run.settle(first.status, first.code)
             raise error_from_failed(first)
         if not isinstance(first, Started):  # the protocol sends Started first
-            await run.settle(502, "protocol_error")
+            await run.abandon(502, "protocol_error")
             raise UpstreamFailed("The worker answered out of order.")
         return first
 

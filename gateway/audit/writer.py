@@ -32,8 +32,8 @@ DEFAULT_MAX_BATCH = 500
 DEFAULT_FLUSHERS = 2
 DEFAULT_MAX_OWED = 100_000
 DEFAULT_COMMIT_TIMEOUT_S = 5.0
-"""A commit that takes longer fails (its requests are refused): a hung database, or one
-behind a network that drops packets, must not hold every request forever."""
+"""A commit to a server that takes longer fails (its requests are refused): a hung database,
+or one behind a network that drops packets, must not hold every request forever."""
 OWED_RETRY_S = 1.0
 
 
@@ -76,10 +76,12 @@ class PendingWriter:
         self._engine = engine
         self._max_batch = max_batch
         self._max_owed = max_owed
-        self._commit_timeout_s = commit_timeout_s
         self._owed: list[bytes] = []
+        is_sqlite = engine.dialect.name == "sqlite"
+        # A local file does not hang like a server; its busy_timeout bounds a write already.
+        self._commit_timeout_s = None if is_sqlite else commit_timeout_s
         # SQLite has one writer at a time: a second flusher would only wait for the lock.
-        self._flushers = 1 if engine.dialect.name == "sqlite" else flushers
+        self._flushers = 1 if is_sqlite else flushers
         self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,11 +102,6 @@ class PendingWriter:
             await self._flush_once()
         if self._owed:
             logger.error("%d audit records lost: the database did not come back", len(self._owed))
-
-    @property
-    def owed(self) -> int:
-        """Records waiting for the database to come back."""
-        return len(self._owed)
 
     async def append(self, fields: Mapping[str, Any]) -> None:
         """Queue one record and wait until it is committed; raises if it could not be."""

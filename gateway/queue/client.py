@@ -9,6 +9,10 @@ events its client has not taken. A client that falls further behind (it stopped 
 or reads slower than the model writes) has its job cancelled, its buffer dropped and its
 stream ended with a ``client_too_slow`` error; ``submit``'s ``on_overflow`` hears of it at
 once, so the request's outcome does not wait for a client that may never read again.
+
+Deltas are numbered per job (``Delta.seq``): one that Redis took twice (a write the worker
+retried) is relayed once, and a missing one (a write the worker gave up on) ends the
+stream with a ``worker_lost`` error rather than a response with a hole in it.
 """
 
 from __future__ import annotations
@@ -52,14 +56,19 @@ from gateway.queue.schedule import Scheduler, waiting
 logger = logging.getLogger("enclave.queue")
 
 INBOX_TTL_S = 3600
+CANCEL_TTL_S = 3600
+_READ_BLOCK_MS = 1000
 MAX_BUFFERED_EVENTS = 1024
 """Events a request may hold for its client (a few seconds of tokens at most rates)."""
 CLIENT_TOO_SLOW = "client_too_slow"
 _TOO_SLOW = (
     "The client did not read the response as fast as it was written; the request was stopped."
 )
-CANCEL_TTL_S = 3600
-_READ_BLOCK_MS = 1000
+EVENTS_LOST = "worker_lost"
+_EVENTS_LOST = (
+    "Part of the response was lost between the worker and the gateway; the response is "
+    "incomplete. Retry the request."
+)
 
 
 class RedisJobQueue:
@@ -125,6 +134,10 @@ class RedisJobQueue:
                 if isinstance(event, Delta) and event.seq:
                     if event.seq <= last_delta:
                         continue  # a retried write that Redis took twice
+                    if event.seq > last_delta + 1:  # the worker gave up on a write
+                        await self.cancel(job_id)
+                        yield Failed(job_id, 502, "api_error", EVENTS_LOST, _EVENTS_LOST)
+                        return
                     last_delta = event.seq
                 yield event
                 if isinstance(event, Finished | Failed):

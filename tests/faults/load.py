@@ -8,6 +8,7 @@ wrong client shows in the text a client received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -128,9 +129,18 @@ class Load:
         self._stopping = asyncio.Event()
         self._task: asyncio.Future[list[None]] | None = None
         self.replies: list[Reply] = []
+        self.chunks = 0
+        """Stream events received so far, by every client."""
 
     def start(self) -> None:
         self._task = asyncio.gather(*(self._one_client() for _ in range(self._clients)))
+
+    async def cancel(self) -> None:
+        """After a test that failed before ``stop``: its clients are cancelled."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
 
     async def stop(self, timeout_s: float = 30.0) -> list[Reply]:
         """Let each client finish its request in flight; every reply."""
@@ -144,9 +154,12 @@ class Load:
         """Replies to requests sent at or after ``at`` (time.monotonic())."""
         return [r for r in self.replies if r.sent_at >= at]
 
+    def _count(self, reply: Reply) -> None:
+        self.chunks += 1
+
     async def _one_client(self) -> None:
         while not self._stopping.is_set():
-            reply = await stream_chat(self._client, self._key)
+            reply = await stream_chat(self._client, self._key, on_chunk=self._count)
             self.replies.append(reply)
             if reply.status == 503:  # a client's think time, not a synchronisation
                 await asyncio.sleep(self._pause_after_503_s)
@@ -154,7 +167,8 @@ class Load:
 
 def text_faults(replies: list[Reply]) -> list[str]:
     """Replies whose text is not the model's answer (complete) or a clean prefix of it (a
-    stream that ended early): duplicated, lost, reordered or foreign tokens."""
+    stream that ended early, with an error event): duplicated, lost, reordered or foreign
+    tokens, or a stream cut short in silence."""
     faults = []
     for reply in replies:
         expected = expected_text(reply.nonce)
@@ -162,6 +176,8 @@ def text_faults(replies: list[Reply]) -> list[str]:
             faults.append(f"{reply.request_id}: complete but {reply.text!r}")
         elif not expected.startswith(reply.text):
             faults.append(f"{reply.request_id}: {reply.text!r} is not a prefix of the answer")
+        elif reply.status == 200 and not (reply.is_done or reply.error or reply.failure):
+            faults.append(f"{reply.request_id}: cut short without an error")
     return faults
 
 
@@ -191,7 +207,7 @@ def outcome_faults(rows: list[Logged]) -> list[str]:
 async def pending_jobs(redis: Redis, model: str = MODEL) -> int:
     """Jobs some worker took and has not acknowledged, in every stream of ``model``."""
     total = 0
-    for stream in await redis.smembers(queues_key(model)):  # type: ignore[misc]
+    for stream in await redis.smembers(queues_key(model)):
         try:
             summary: Any = await redis.xpending(stream, WORKER_GROUP)
         except ResponseError:  # the stream or its group is gone

@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from gateway.db.migrate import upgrade_to_head
 from tests.audit_records import Logged
 from tests.fakes.engine import FakeEngine
+from tests.faults.conftest import StartLoad
 from tests.faults.load import (
-    Load,
     envelope_faults,
     numbered_reply,
     outcome_faults,
@@ -78,11 +78,10 @@ def nonces_served(engine: FakeEngine) -> set[str]:
 
 
 async def test_audit_store_outage_refuses_new_requests_and_loses_no_outcome(
-    stack: Stack, engine: FakeEngine, audit_server: RestartablePostgres
+    stack: Stack, engine: FakeEngine, audit_server: RestartablePostgres, start_load: StartLoad
 ) -> None:
     key = await stack.key()
-    load = Load(stack.client, key, CLIENTS)
-    load.start()
+    load = start_load(stack.client, key, CLIENTS)
     await poll(lambda: engine.num_unfinished() >= 30, timeout_s=30, what="30 streams")
 
     await asyncio.to_thread(audit_server.stop)

@@ -7,6 +7,7 @@ The Redis server is this test's own, with an append-only file fsynced on every w
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,9 +18,10 @@ import pytest
 
 from gateway.audit.records import AuditEntry, AuditLog
 from gateway.queue.schedule import Scheduler, Taken
+from gateway.settings import QueueSettings
 from tests.fakes.engine import FakeEngine
+from tests.faults.conftest import StartLoad
 from tests.faults.load import (
-    Load,
     envelope_faults,
     no_pending_jobs,
     numbered_reply,
@@ -42,7 +44,7 @@ socket timeout (5 s) per command that meets it."""
 
 @pytest.mark.parametrize("how", ["terminate", "kill", "freeze"])
 async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
-    make_postgres_url: Callable[[], str], tmp_path: Path, how: str
+    make_postgres_url: Callable[[], str], tmp_path: Path, how: str, start_load: StartLoad
 ) -> None:
     """Stopped cleanly (SIGTERM), killed (SIGKILL: connections reset mid-command), or hung
     (SIGSTOP, then SIGCONT: connections stay open and nothing answers meanwhile)."""
@@ -52,8 +54,7 @@ async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
     try:
         async with open_stack(make_postgres_url(), redis_server.url, engine) as stack:
             key = await stack.key()
-            load = Load(stack.client, key, CLIENTS)
-            load.start()
+            load = start_load(stack.client, key, CLIENTS)
             await poll(lambda: engine.num_unfinished() >= 30, timeout_s=30, what="30 streams")
 
             if how == "freeze":
@@ -174,3 +175,65 @@ async def test_a_job_picked_as_redis_goes_away_runs_once_it_is_back(
     assert text_faults([reply]) == []
     outcomes = [(r.status, r.error_code) for r in rows if r.event == "outcome"]
     assert outcomes == [(200, None)]
+
+
+class GiveUps(logging.Handler):
+    """Counts the batches of writes the worker's publisher gave up on."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "after retries" in record.getMessage():
+            self.count += 1
+
+
+async def test_an_outage_longer_than_the_workers_retries_never_leaves_a_gap_in_a_stream(
+    make_postgres_url: Callable[[], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    start_load: StartLoad,
+) -> None:
+    """The worker gives up on writes Redis would not take for ~30 s; here it gives up after
+    three tries (0.7 s), so a short outage stands for a long one. Streams it cut must end
+    with an error, never go on with tokens missing."""
+    monkeypatch.setattr("workers.publisher._RETRIES", 3)
+    gave_up = GiveUps()
+    logging.getLogger("enclave.worker").addHandler(gave_up)
+    redis_server = RestartableRedis(tmp_path)
+    redis_server.start()
+    # Streams of 2 s, so the outage falls in the middle of most of them.
+    engine = FakeEngine(reply=numbered_reply, step_delay_s=0.1, capacity=64, max_context=4096)
+    try:
+        # A stream whose last events were lost ends when no event came for 5 s.
+        queue = QueueSettings(lease_timeout_s=1.0, request_timeout_s=5.0, worker_ttl_s=5.0)
+        async with open_stack(make_postgres_url(), redis_server.url, engine, queue=queue) as stack:
+            key = await stack.key()
+            load = start_load(stack.client, key, CLIENTS)
+            await poll(  # every stream a quarter through its answer
+                lambda: load.chunks >= CLIENTS * 5, timeout_s=30, what="streams under way"
+            )
+            await asyncio.to_thread(redis_server.stop)
+            await poll(  # a second batch: every stream's writes of 0.7 s
+                lambda: gave_up.count >= 2,
+                timeout_s=20,
+                what="the worker to give up on two batches of writes",
+            )
+            await asyncio.to_thread(redis_server.start)
+            back_at = time.monotonic()
+            await poll(
+                lambda: any(r.is_complete for r in load.since(back_at)),
+                timeout_s=30,
+                what="service again",
+            )
+            replies = await load.stop(timeout_s=60)
+            await poll(lambda: no_pending_jobs(stack.redis), timeout_s=10, what="no pending job")
+            rows = await stack.audit_rows()
+    finally:
+        logging.getLogger("enclave.worker").removeHandler(gave_up)
+        redis_server.stop()
+    print(Counter((r.status, r.is_complete, r.error and r.error["code"]) for r in replies))
+    assert [r.failure for r in replies if r.failure] == []
+    assert text_faults(replies) == []
+    assert outcome_faults(rows) == []

@@ -19,9 +19,9 @@ from redis.asyncio import Redis
 
 from gateway.queue.client import MAX_BUFFERED_EVENTS, RedisJobQueue
 from tests.fakes.engine import FakeEngine
+from tests.faults.conftest import StartLoad
 from tests.faults.load import (
     MODEL,
-    Load,
     numbered_reply,
     outcome_faults,
     poll,
@@ -110,7 +110,7 @@ def latencies(replies: list[Any]) -> list[float]:
 
 
 async def test_clients_that_cannot_keep_up_are_stopped_and_others_served_at_speed(
-    stack: Stack, engine: FakeEngine
+    stack: Stack, engine: FakeEngine, start_load: StartLoad
 ) -> None:
     key = await stack.key()
     queue: RedisJobQueue = stack.app.state.inference.queue
@@ -127,13 +127,12 @@ async def test_clients_that_cannot_keep_up_are_stopped_and_others_served_at_spee
             await asyncio.sleep(0.02)  # a sampling period
 
     sampler = asyncio.create_task(sample())
-    load = Load(stack.client, key, 10)
     started_at = time.monotonic()
     async with (
         long_stream(stack, key, "long-stuck"),
         long_stream(stack, key, "long-slow") as slow,
     ):
-        load.start()
+        load = start_load(stack.client, key, 10)
         reader = asyncio.create_task(read_a_byte_a_second(slow))
         await poll(
             lambda: job_id_of(engine, "long-stuck") and job_id_of(engine, "long-slow"),
