@@ -57,6 +57,9 @@ async def audited(
         if not exc.is_audited:
             await inference.refuse(intake.principal, request_id, endpoint, exc)
             exc.is_audited = True
+        # As OpenAI does: a refused request names itself too, so its client can find the
+        # audit record that covers it.
+        exc.headers = {**exc.headers, "x-request-id": request_id}
         raise
 
 

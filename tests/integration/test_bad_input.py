@@ -221,3 +221,21 @@ async def test_a_token_of_deeply_nested_json_is_a_401(stack: Stack, part: str) -
         CHAT, json={"model": "fake-model", "messages": QUESTION}, headers=auth(token)
     )
     openai_error(response, 401)
+
+
+async def test_a_refusal_carries_the_request_id_of_its_audit_record(stack: Stack) -> None:
+    key = await stack.key()
+    bodies_and_keys = [
+        ({"model": "fake-model"}, key),
+        ({"model": "gpt-17", "messages": QUESTION}, key),
+        ({"model": "fake-model", "messages": QUESTION}, "sk-wrong"),
+    ]
+    responses = [
+        await stack.client.post(CHAT, json=body, headers=auth(caller))
+        for body, caller in bodies_and_keys
+    ]
+    assert [r.status_code for r in responses] == [400, 404, 401]
+    refused = {r.request_id for r in await stack.audit_rows() if r.event == "refused"}
+    ids = [r.headers.get("x-request-id") for r in responses]
+    assert all(ids)
+    assert set(ids) == refused
