@@ -86,6 +86,11 @@ class PrivatePostgres:
             str(self.pg_bin / "initdb"), "-D", str(self.data), "-U", "postgres",
             "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
+        self.start_server()
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start_server(self) -> None:
+        """Start the server on the cluster ``start`` created (again, after a stop)."""
         options = (
             f"-p {self.port} -h 127.0.0.1 -k {self.root} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -94,7 +99,6 @@ class PrivatePostgres:
             str(self.pg_bin / "pg_ctl"), "start", "-w", "-t", str(int(START_TIMEOUT_S)),
             "-D", str(self.data), "-l", str(self.log), "-o", options,
         )  # fmt: skip
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
         try:

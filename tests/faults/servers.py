@@ -90,15 +90,8 @@ class RestartablePostgres(PrivatePostgres):
     def start(self) -> str:
         if not self.url:
             self.url = super().start()
-            return self.url
-        options = (
-            f"-p {self.port} -h 127.0.0.1 -k {self.root} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self.run(
-            str(self.pg_bin / "pg_ctl"), "start", "-w", "-t", str(int(START_TIMEOUT_S)),
-            "-D", str(self.data), "-l", str(self.log), "-o", options,
-        )  # fmt: skip
+        else:
+            self.start_server()
         return self.url
 
     def stop(self) -> None:
