@@ -6,8 +6,11 @@ BIN    := $(VENV)/bin
 PIP_ARGS ?=
 DEMO_MODEL ?= smollm2-135m
 EMBEDDING_MODEL ?= minilm-l6
+LITELLM_VENV ?= .venv-litellm
+# litellm[proxy] 1.106.12: the newest whose proxy extras PyPI has in full here.
+LITELLM_VERSION ?= 1.106.12
 
-.PHONY: run test lint format bench install model clean
+.PHONY: run test lint format bench soak install model clean
 
 install: $(VENV)/.installed
 
@@ -38,13 +41,24 @@ format: install
 	$(BIN)/ruff format gateway workers tests migrations
 
 test: lint model
-	$(BIN)/python -m pytest tests/unit tests/chart tests/deploy tests/integration tests/faults tests/e2e
+	$(BIN)/python -m pytest tests/unit tests/chart tests/deploy tests/integration tests/faults tests/e2e tests/soak
 
-bench: model
+# LiteLLM's proxy, for bench_engines only, in a venv of its own: its pins never touch Enclave's.
+$(LITELLM_VENV)/.installed:
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
+bench: model $(LITELLM_VENV)/.installed
+	$(BIN)/python -m tests.bench.bench_engines
 	$(BIN)/python -m tests.bench.bench_streaming
 	$(BIN)/python -m tests.bench.bench_fairness
 	$(BIN)/python -m tests.bench.bench_audit   # needs PostgreSQL: ENCLAVE_BENCH_POSTGRES
 	$(BIN)/python -m tests.bench.bench_gateway # needs PostgreSQL: ENCLAVE_BENCH_POSTGRES
 
+# 100 streaming clients for 10 minutes on the demo model; `make test` runs 60 s of it.
+soak: model
+	ENCLAVE_SOAK_SECONDS=600 $(BIN)/python -m pytest tests/soak -s
+
 clean:
-	rm -rf $(VENV) .enclave .mypy_cache .ruff_cache .pytest_cache tests/oidc/node_modules
+	rm -rf $(VENV) $(LITELLM_VENV) .enclave .mypy_cache .ruff_cache .pytest_cache tests/oidc/node_modules

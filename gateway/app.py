@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
 from importlib.metadata import version
 
 import httpx
@@ -49,6 +51,12 @@ from gateway.audit.sequencer import run_sequencer
 from gateway.audit.writer import PendingWriter
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.identity_providers import IdentityProvider
+from gateway.console.access import ConsoleServices
+from gateway.console.router import console_router, template_config
+from gateway.console.sessions import SessionStore
+from gateway.custody import OutcomeCustody
+from gateway.db.changes import change_feed_for
+from gateway.db.row_cache import RowCache
 from gateway.db.session import create_session_factory
 from gateway.errors import handle_exception
 from gateway.inference import InferenceService
@@ -57,7 +65,14 @@ from gateway.metrics import GatewayMetrics, MetricsExport
 from gateway.queue.client import RedisJobQueue
 from gateway.quotas.admission import Admission
 from gateway.quotas.service import Quotas
-from gateway.settings import HttpSettings, OidcSettings, OllamaSettings, Settings
+from gateway.redis_client import open_redis
+from gateway.settings import (
+    ConsoleSettings,
+    HttpSettings,
+    OidcSettings,
+    OllamaSettings,
+    Settings,
+)
 
 
 def provide_inference(state: State) -> InferenceService:
@@ -78,6 +93,11 @@ def provide_compliance(state: State) -> Compliance:
 def provide_databases(state: State) -> Databases:
     databases: Databases = state.databases
     return databases
+
+
+def provide_console(state: State) -> ConsoleServices:
+    console: ConsoleServices = state.console
+    return console
 
 
 def provide_readiness(state: State) -> Readiness:
@@ -106,6 +126,22 @@ def openapi_config() -> OpenAPIConfig:
         ),
         use_handler_docstrings=True,
     )
+
+
+logger = logging.getLogger("enclave.gateway")
+SLOW_SHUTDOWN_STEP_S = 2.0
+
+
+async def shutdown_step(name: str, step: Awaitable[object]) -> None:
+    """Await one step of stopping; a slow one is logged by name, so a stop that outlasts
+    its deadline says where it was."""
+    started = time.monotonic()
+    try:
+        await step
+    finally:
+        took = time.monotonic() - started
+        if took >= SLOW_SHUTDOWN_STEP_S:
+            logger.warning("stopping: %s took %.1f s", name, took)
 
 
 def tracing_plugin(provider: TracerProvider) -> OpenTelemetryPlugin:
@@ -176,7 +212,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         databases = Databases.open(settings)
         main_db, audit_db, sequencer_db = databases.main, databases.audit, databases.sequencer
-        redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        redis = open_redis(settings.redis_url, settings.redis.max_connections)
         queue = RedisJobQueue(
             redis,
             request_timeout_s=settings.queue.request_timeout_s,
@@ -190,11 +226,14 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         providers = [IdentityProvider(i, idp_client, settings.oidc) for i in settings.oidc.issuers]
         app.state.databases = databases
         app.state.redis = redis
-        app.state.sessions = create_session_factory(main_db)
+        row_changes = change_feed_for(settings.database_url, enabled=settings.database.cache_rows)
+        app.state.row_changes = row_changes
+        app.state.sessions = create_session_factory(main_db, after_write_commit=row_changes.changed)
         app.state.authenticator = Authenticator(
             app.state.sessions,
             providers,
             create_tenants=settings.oidc.create_tenants,
+            key_cache=RowCache(row_changes),
         )
         pseudonym_key = await asyncio.to_thread(
             load_or_create_pseudonym_key, settings.pseudonym_key_path
@@ -202,6 +241,12 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         audit_writer = PendingWriter(audit_db)
         await audit_writer.start()
         app.state.audit = AuditLog(audit_writer, pseudonym_key)
+        custody = OutcomeCustody(
+            redis, app.state.audit, queue.gateway_id, alive_ttl_s=settings.queue.gateway_ttl_s
+        )
+        await custody.beat()  # alive before the first request registers
+        stop_custody = asyncio.Event()
+        custody_task = asyncio.create_task(custody.run(stop_custody), name="enclave-custody")
         metrics_export = MetricsExport("gateway")
         metrics = GatewayMetrics(metrics_export.meter)
         master_key = await asyncio.to_thread(load_or_create_master_key, settings.content_key_path)
@@ -210,6 +255,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             Admission(redis, lease_ttl_s=settings.quota.lease_ttl_s),
             app.state.sessions,
             settings.quota,
+            RowCache(row_changes),
         )
         app.state.inference = InferenceService(
             queue,
@@ -221,6 +267,13 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             scheduling=settings.queue.scheduling,
             tracer=telemetry.tracer_of(provider),
             metrics=metrics,
+            custody=custody,
+        )
+        app.state.console = ConsoleServices(
+            app.state.inference,
+            app.state.authenticator,
+            SessionStore(redis, settings.console),
+            app.state.sessions,
         )
         app.state.compliance = Compliance(
             log=app.state.audit,
@@ -235,6 +288,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         audit_tasks = start_background_tasks(
             settings, sequencer_db, vault, quotas, signer, stop_audit
         )
+        row_changes_task = asyncio.create_task(row_changes.run(stop_audit))
         app.state.readiness = Readiness(app.state.databases, redis, audit_tasks[0])
 
         async def metrics_text() -> bytes:
@@ -252,14 +306,17 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         try:
             yield
         finally:
-            await management.stop()
-            await audit_writer.stop()
+            await shutdown_step("management server", management.stop())
+            stop_custody.set()  # requests have ended: what is left in the registry is swept
+            await shutdown_step("custody sweep", custody_task)
+            await shutdown_step("audit writer", audit_writer.stop())
             stop_audit.set()
-            await asyncio.gather(*audit_tasks)
-            await queue.stop()
+            await shutdown_step("audit tasks", asyncio.gather(*audit_tasks))
+            await shutdown_step("row change feed", row_changes_task)
+            await shutdown_step("queue", queue.stop())
             await idp_client.aclose()
             await redis.aclose()
-            await databases.dispose()
+            await shutdown_step("databases", databases.dispose())
             if provider is not None and own_provider:
                 provider.shutdown()  # sends the spans still batched
             metrics_export.shutdown()
@@ -272,6 +329,9 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
 
     def provide_ollama_settings() -> OllamaSettings:
         return settings.ollama
+
+    def provide_console_settings() -> ConsoleSettings:
+        return settings.console
 
     return Litestar(
         route_handlers=[
@@ -291,6 +351,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             OllamaModelsController,
             EmbeddingsController,
             OllamaEmbedController,
+            console_router(settings.oidc),
         ],
         lifespan=[lifespan],
         logging_config=None,  # logging is the process's: gateway/logs.py (JSON lines)
@@ -307,8 +368,11 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "checkpoint_key": Provide(provide_checkpoint_key, sync_to_thread=False),
             "compliance": Provide(provide_compliance, sync_to_thread=False),
+            "console": Provide(provide_console, sync_to_thread=False),
+            "console_settings": Provide(provide_console_settings, sync_to_thread=False),
         },
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=openapi_config(),
+        template_config=template_config(),
     )

@@ -1,7 +1,9 @@
 """The inference service: route a validated request to a worker and account for it.
 
-pick model → audit "accepted" (fail closed) → enqueue → wait for the worker's first
-event → relay deltas → audit "outcome" (exactly once, however the request ends)
+pick model → audit "accepted" (fail closed) → enqueue (registering the request with this
+gateway's custody) → wait for the worker's first event → relay deltas → audit "outcome"
+(exactly once, however the request ends; by another gateway if this one dies first, see
+``gateway.custody``)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from opentelemetry import trace
 from gateway.audit.content import ContentVault
 from gateway.audit.records import AUDIT_UNWRITABLE, AuditEntry, AuditLog
 from gateway.auth.principal import Principal
+from gateway.custody import GATEWAY_LOST, OutcomeCustody, registry_value
 from gateway.errors import (
     AuditUnavailable,
     ContextLengthExceeded,
@@ -63,6 +66,10 @@ from gateway.telemetry import current_context_carrier
 logger = logging.getLogger("enclave.inference")
 
 CLIENT_CLOSED = 499  # nginx's status for a client that went away
+_LOST = (
+    "This gateway stopped answering for a while and its requests were recorded as lost; "
+    "the response is incomplete. Retry the request."
+)
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,10 @@ class JobRun:
     finish_reasons: tuple[str, ...] = ()
     vectors: list[bytes] = field(default_factory=list)
     """An embed job's vectors (float32 little-endian), one per input."""
+    is_registered: bool = False
+    """Its enqueue returned: it is in this gateway's registry of accepted requests."""
+    is_lost: bool = False
+    """Another gateway took this one for dead and recorded the request as lost."""
 
     @property
     def ratelimit_headers(self) -> dict[str, str]:
@@ -237,11 +248,7 @@ class JobRun:
                     self.completion_tokens = event.completion_tokens
                     yield event
                 elif isinstance(event, Finished):
-                    self.finish_reason = event.finish_reason
-                    self.finish_reasons = event.finish_reasons or (event.finish_reason,)
-                    self.prompt_tokens = event.prompt_tokens
-                    self.completion_tokens = event.completion_tokens
-                    await self.settle(200)
+                    await self._finish(event)
                 elif isinstance(event, Failed):
                     await self.settle(event.status, event.code)
                     raise error_from_failed(event)
@@ -250,6 +257,17 @@ class JobRun:
         except GatewayTimeout:
             await self.abandon(504, "request_timeout")
             raise
+
+    async def _finish(self, event: Finished) -> None:
+        self.finish_reason = event.finish_reason
+        self.finish_reasons = event.finish_reasons or (event.finish_reason,)
+        self.prompt_tokens = event.prompt_tokens
+        self.completion_tokens = event.completion_tokens
+        await self.settle(200)
+        if self.is_lost:  # the client must not see a success that the log denies
+            lost = UpstreamFailed(_LOST, code=GATEWAY_LOST)
+            lost.is_audited = True
+            raise lost
 
     async def collect(self) -> str:
         async for _ in self.updates():
@@ -287,8 +305,10 @@ class InferenceService:
         scheduling: Literal["fair", "fifo"] = "fair",
         tracer: trace.Tracer | None = None,
         metrics: GatewayMetrics | None = None,
+        custody: OutcomeCustody | None = None,
     ) -> None:
         self.queue = queue
+        self.custody = custody
         self.metrics = metrics
         self.audit = audit
         self.vault = vault
@@ -350,6 +370,7 @@ class InferenceService:
                     model=request.model,
                     kind=request.kind,
                     reply_to=self.queue.inbox,
+                    reads_batches=True,
                     tenant=principal.tenant_id,
                     sampling=request.sampling,
                     enqueued_at=time.time(),
@@ -363,7 +384,10 @@ class InferenceService:
                     start_by=time.time() + (request.queue_timeout_s or self.start_timeout_s),
                     **self._schedule(principal, request),
                 )
-                run._events = await self.queue.submit(job, on_overflow=run.too_slow)
+                run._events = await self.queue.submit(
+                    job, on_overflow=run.too_slow, registry=self._registry(entry)
+                )
+                run.is_registered = self.custody is not None
         except BaseException as exc:
             await self._not_queued(run, exc, is_accepted)
             raise
@@ -389,7 +413,8 @@ class InferenceService:
             await run.abandon()
             raise
         finally:
-            await self.queue.unqueue(job)
+            if run.started is _placeholder:  # no worker took it (one that does unqueues it)
+                await self.queue.unqueue(job)
         return run
 
     async def _not_queued(self, run: JobRun, exc: BaseException, is_accepted: bool) -> None:
@@ -418,6 +443,13 @@ class InferenceService:
             return None
         reserved = max_tokens * request.sampling.n if max_tokens is not None else None
         return await self.quotas.admit(principal, request_id, request.text, reserved)
+
+    def _registry(self, accepted: AuditEntry) -> tuple[str, bytes] | None:
+        """Where the enqueue registers the request, so another gateway can write its
+        outcome if this one dies (``gateway.custody``); None without custody."""
+        if self.custody is None:
+            return None
+        return self.custody.registry_key, registry_value(accepted)
 
     def _schedule(self, principal: Principal, request: InferenceRequest) -> dict[str, Any]:
         """Where the job waits: its tenant's queue in its class, or one queue in FIFO order."""
@@ -470,6 +502,11 @@ class InferenceService:
             sealed = await self._seal(run._principal, run.request_id, "answer", answer)
         except EnclaveError:  # the outcome matters more than keeping the answer's text
             sealed = None
+        if self.custody is not None and not await self.custody.may_write_outcome(
+            run.request_id, is_registered=run.is_registered
+        ):
+            run.is_lost = True  # a sweeper recorded it as gateway_lost: one record only
+            return
         await self.audit.append_or_owe(replace(entry, answer_sealed=sealed))
         with request_context(run.request_id):
             logger.info(

@@ -12,6 +12,7 @@ import contextvars
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -82,9 +83,22 @@ def write_vllm_logging_config() -> Path:
     return Path(name)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is logged, not as it was when the
+    handler was made (a test harness, or an embedding program, may replace it meanwhile)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str, log_format: Literal["json", "text"]) -> None:
     """The root logger's one handler (stderr), JSON lines or plain text."""
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )

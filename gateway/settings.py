@@ -48,6 +48,9 @@ class DatabaseSettings(_Section):
     url: SecretStr | None = None
     """SQLAlchemy async URL; default: SQLite in the state directory."""
     echo: bool = False
+    cache_rows: bool = True
+    """Keep the key, user, tenant and limit rows each request reads in memory until they
+    change (PostgreSQL only: its NOTIFY tells every replica of every change at commit)."""
 
 
 class AuditSettings(_Section):
@@ -83,6 +86,9 @@ class AuditSettings(_Section):
 class RedisSettings(_Section):
     url: SecretStr | None = None
     """Default: redis://127.0.0.1:6379/0 (``enclave run`` starts an embedded server instead)."""
+    max_connections: int = Field(default=256, ge=4)
+    """Connections a gateway or worker process opens to Redis at most; a command that finds
+    them all busy waits for one (up to 5 s)."""
 
 
 class HttpSettings(_Section):
@@ -121,6 +127,10 @@ class QueueSettings(_Section):
     scheduling: Literal["fair", "fifo"] = "fair"
     """``fair``: each tenant waits in its own queue and workers serve the tenant with the
     least weighted service first, interactive before batch; ``fifo``: one queue, in order."""
+    gateway_ttl_s: float = Field(default=15.0, gt=0)
+    """A gateway that has not renewed its liveness key for this long is taken for dead:
+    another gateway writes a ``gateway_lost`` outcome record for each request it had
+    accepted. Renewed every fifth of it."""
 
 
 class OllamaSettings(_Section):
@@ -144,6 +154,10 @@ class WorkerSettings(_Section):
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     cpu_kvcache_space_gib: int = Field(default=4, ge=1)
+    kv_cache_memory_bytes: int | None = Field(default=None, ge=1)
+    """The KV cache's size in bytes, finer than ``cpu_kvcache_space_gib`` (which it replaces)
+    and, on GPUs, than ``gpu_memory_utilization``: the tokens all running requests hold
+    together; past it vLLM queues or preempts requests. Must hold one ``max_model_len``."""
     fim_template: str = ""
     """The model's fill-in-the-middle prompt, holding ``{prefix}`` and ``{suffix}`` once each
     (e.g. ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>``); empty: ``suffix`` is a
@@ -199,12 +213,23 @@ class IssuerSettings(_Section):
     login_scope: str = "openid"
     login_resource: str | None = None
     """RFC 8707 resource indicator ``enclave login`` asks for (e.g. the audience)."""
+    console_client_id: str | None = None
+    """The client the compliance console signs people in with (authorization code + PKCE;
+    redirect URI ``<console public URL>/console/callback``); none: no console sign-in here."""
+    console_client_secret: SecretStr | None = None
+    """Set for a confidential client (``client_secret_basic``); unset: a public client."""
+    console_scope: str = "openid"
+    console_resource: str | None = None
+    """RFC 8707 resource indicator the console asks for, so the access token it gets is one
+    this issuer's ``audiences`` accept (e.g. the audience itself)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> IssuerSettings:
         """Build policy and mapping once, so a bad issuer fails at start-up, not per request."""
         if (self.introspection_client_id is None) != (self.introspection_client_secret is None):
             raise ValueError("set both introspection_client_id and introspection_client_secret")
+        if self.console_client_secret is not None and self.console_client_id is None:
+            raise ValueError("console_client_secret needs console_client_id")
         if self.preset == "keycloak" and not self.client_id:
             raise ValueError("the keycloak preset needs client_id")
         self.policy()
@@ -276,6 +301,22 @@ class OidcSettings(_Section):
         return self
 
 
+class ConsoleSettings(_Section):
+    """The compliance console under ``/console/``: sign-in through an issuer's
+    ``console_client_id``, sessions kept in Redis."""
+
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+    """The gateway's external base URL (e.g. ``https://enclave.example.org``), which the
+    redirect URI is built on; default: the URL the request came in on. Plain http is
+    refused unless the host is a loopback address."""
+    session_idle_s: int = Field(default=1800, ge=60)
+    """A console session unused this long ends."""
+    session_max_s: int = Field(default=8 * 3600, ge=60)
+    """A console session ends this long after sign-in, used or not."""
+    login_timeout_s: int = Field(default=600, ge=30)
+    """How long a sign-in begun at the identity provider may take to come back."""
+
+
 class TelemetrySettings(_Section):
     """Traces go to an OTLP/HTTP endpoint ops run; none configured, nothing is traced and
     nothing leaves the process."""
@@ -307,6 +348,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     oidc: OidcSettings = OidcSettings()
     ollama: OllamaSettings = OllamaSettings()
+    console: ConsoleSettings = ConsoleSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 
     @property

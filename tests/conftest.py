@@ -126,6 +126,21 @@ def admin_connection(server_url: str) -> psycopg.Connection[Any]:
         )
 
 
+def create_database(server_url: str, prefix: str) -> str:
+    """A new, empty database ``<prefix>_<uuid>`` on the server; its async URL."""
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    with admin_connection(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, database_url: str) -> None:
+    """Drop the database of ``database_url``, closing whatever is still connected to it."""
+    name = make_url(database_url).database
+    with admin_connection(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """The PostgreSQL *server* (async URL); tests take a database from make_postgres_url."""
@@ -155,17 +170,12 @@ def make_postgres_url(postgres_url: str) -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     def make() -> str:
-        name = f"test_{uuid.uuid4().hex}"
-        with admin_connection(postgres_url) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        created.append(create_database(postgres_url, "test"))
+        return created[-1]
 
     yield make
-    if created:
-        with admin_connection(postgres_url) as conn:
-            for name in created:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for url in created:
+        drop_database(postgres_url, url)
 
 
 # --- SQLite -----------------------------------------------------------------------------

@@ -118,6 +118,8 @@ class OidcProvider:
     control_token: str = field(repr=False)
     log_path: Path
     process: subprocess.Popen[bytes] = field(repr=False)
+    console_client_id: str = ""
+    """The console's public client (authorization code + PKCE, any loopback port)."""
 
     def _post(self, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.post(self.issuer + path, timeout=10.0, **kwargs)
@@ -287,6 +289,7 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProv
             control_token=control_token,
             log_path=log_path,
             process=process,
+            console_client_id=config["console"]["client_id"],
         )
     finally:
         _stop(process)

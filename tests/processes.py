@@ -74,6 +74,14 @@ class EnclaveProcess:
         self._kill_group()
         self.process.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP the process group: a process that stops answering without dying (a
+        stalled VM, a debugger, a long GC pause)."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def _kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)

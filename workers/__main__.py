@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from gateway.logs import configure_logging, write_vllm_logging_config
 from gateway.management import ManagementServer
 from gateway.metrics import MetricsExport
+from gateway.redis_client import open_redis
 from gateway.settings import Settings, load_settings
 from gateway.telemetry import tracer_of, tracer_provider
 from workers.consumer import Consumer
@@ -32,12 +33,15 @@ async def run_worker(settings: Settings) -> None:
     if settings.log_format == "json" and "VLLM_LOGGING_CONFIG_PATH" not in os.environ:
         # vLLM configures logging in each of its processes (the engine core too): ours.
         os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(write_vllm_logging_config())
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.worker.cpu_kvcache_space_gib))
+    if settings.worker.kv_cache_memory_bytes is None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.worker.cpu_kvcache_space_gib))
+    else:  # vLLM's CPU platform lets this variable override the exact size
+        os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
     if settings.worker.model_path is None:
         raise SystemExit("enclave worker: no model given (--model or ENCLAVE_WORKER__MODEL_PATH)")
     path = resolve_model(str(settings.worker.model_path), settings.model_dir)
     name = settings.worker.served_model_name or path.name
-    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis = open_redis(settings.redis_url, settings.redis.max_connections)
     health = WorkerHealth(redis)
     export = MetricsExport.for_worker()  # beside vLLM's own series
 
@@ -81,6 +85,7 @@ async def _serve(
         dtype=settings.worker.dtype,
         enforce_eager=settings.worker.enforce_eager,
         gpu_memory_utilization=settings.worker.gpu_memory_utilization,
+        kv_cache_memory_bytes=settings.worker.kv_cache_memory_bytes,
         tool_call_parser=settings.worker.tool_call_parser,
         fim_template=settings.worker.fim_template,
         runner=settings.worker.runner,

@@ -10,6 +10,11 @@ the pending entries' idle time; this worker resets it for its running jobs every
 the lease, and claims other workers' jobs idle for longer than a lease. A reclaimed job is
 re-run only if no token reached its client (the streamed flag is set before the first token
 is published); otherwise its client gets a clean error event.
+
+While Redis is away (or stalled) no lease is renewed, so once it is back every running job
+looks idle. A worker that has just met Redis failing, or slow to answer, waits a lease
+before it reclaims anything (every living worker renews its own jobs in that time), and
+never reclaims a job it runs itself.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ STARTS_TTL_S = 180  # the current minute and the two before it
 HOLD_BEFORE_GENERATE = "hold_before_generate"
 IDLE_POLL_S = 1.0  # picks again this often without a wake-up (a lost message, a reconnect)
 PRE_START_RETRY_S = 0.2
+EARLY_CANCEL_S = 5.0  # a cancel heard for a job not running here is kept this long
 
 
 @dataclass
@@ -98,8 +104,12 @@ class Consumer:
         self._scheduler = Scheduler(redis)
         self._publisher = EventPublisher(redis)
         self._running: dict[str, Running] = {}
+        self._cancelled_early: dict[str, float] = {}
+        """Cancels heard for jobs not running here (yet): job id -> time.monotonic()."""
         self._slot_freed = asyncio.Event()
         self._work_arrived = asyncio.Event()
+        self._reclaim_not_before = 0.0
+        """time.monotonic() before which ``_reclaim`` takes nothing (see the module's doc)."""
         self._draining = False
         self.ready = asyncio.Event()  # set once registered and pulling
         self.heartbeat_at: float | None = None
@@ -151,8 +161,10 @@ class Consumer:
                 # every slot that frees, and the orphans wait until the queue runs dry.
                 next_reclaim = time.monotonic() + reclaim_every_s
                 try:
-                    await self._reclaim()
+                    if await self._reclaim():  # more may wait: they take the next slot too
+                        next_reclaim = time.monotonic()
                 except RedisError:
+                    self._redis_failed()
                     logger.warning("reclaim failed; retrying", exc_info=True)
                 if self.free_slots <= 0:
                     continue
@@ -161,10 +173,13 @@ class Consumer:
             self._work_arrived.clear()
             self._slot_freed.clear()
             try:
+                asked_at = time.monotonic()
                 taken = await self._scheduler.pick(
                     self._model, self.worker_id, free, self.free_batch_slots
                 )
+                self._note_if_slow(asked_at)
             except RedisError:
+                self._redis_failed()
                 logger.warning("job pick failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
@@ -206,12 +221,15 @@ class Consumer:
             logger.info("job %s cancelled by its client", job.id)
         except Exception:
             logger.exception("job %s failed", job.id)
-            self._publisher.send(
-                job.reply_to,
+            self._publisher.reply(
+                job,
                 Failed(job.id, 500, "api_error", "worker_error", "The worker failed."),
             )
         finally:
             self._publisher.ack(stream, entry_id)
+            # Acknowledged, the job can no longer be reclaimed: its flag has served (kept
+            # for FLAG_TTL_S, every request would hold a key in Redis for an hour).
+            self._publisher.clear_flag(streamed_flag_key(job.id))
             self._running.pop(job.id, None)
             self._slot_freed.set()
             with contextlib.suppress(RedisError):
@@ -246,17 +264,20 @@ class Consumer:
         if job.start_by and time.time() > job.start_by:
             logger.info("job %s waited past its start deadline; not started", job.id)
             return True  # its gateway has answered 503 already
+        if not is_reclaimed:
+            # pick.lua looked at the cancel key in the step that took the job; a cancel
+            # since then was heard by the listener (kept in _cancelled_early if the job was
+            # not running yet) or is found by the sweep. No round trip before the start.
+            return self._cancelled_early.pop(job.id, None) is not None
         if await self._redis.exists(cancel_key(job.id)):
             return True
-        if is_reclaimed and await self._redis.exists(streamed_flag_key(job.id)):
+        if await self._redis.exists(streamed_flag_key(job.id)):
             logger.warning("job %s was reclaimed after streaming; failing it", job.id)
             message = (
                 "The worker serving this request stopped after the response had started; "
                 "the response is incomplete. Retry the request."
             )
-            self._publisher.send(
-                job.reply_to, Failed(job.id, 502, "api_error", "worker_lost", message)
-            )
+            self._publisher.reply(job, Failed(job.id, 502, "api_error", "worker_lost", message))
             return True
         return False
 
@@ -278,8 +299,8 @@ class Consumer:
                     # The flag precedes the first event in one ordered pipeline.
                     self._publisher.set_flag(streamed_flag_key(job.id), FLAG_TTL_S)
                     info = self._engine.info
-                    self._publisher.send(
-                        job.reply_to,
+                    self._publisher.reply(
+                        job,
                         Started(job.id, self.worker_id, out.prompt_tokens, info.weights_digest),
                     )
                     minute = int(time.time() // 60)  # the drain rate gateways estimate waits by
@@ -299,7 +320,7 @@ class Consumer:
                         out.logprobs,
                         seq=deltas,
                     )
-                    self._publisher.send(job.reply_to, delta)
+                    self._publisher.reply(job, delta)
                 if out.finish_reason is not None:
                     reasons[out.index] = out.finish_reason
                     if len(reasons) == choices or out.finish_reason == "abort":
@@ -312,12 +333,12 @@ class Consumer:
                             if choices > 1
                             else (),
                         )
-                        self._publisher.send(job.reply_to, finished)
+                        self._publisher.reply(job, finished)
         except EngineRequestError as exc:
             failed = Failed(
                 job.id, 400, "invalid_request_error", exc.code, exc.message, param=exc.param
             )
-            self._publisher.send(job.reply_to, failed)
+            self._publisher.reply(job, failed)
 
     async def _lease_loop(self) -> None:
         interval_s = min(self._lease_ms / 3000, self._worker_ttl_s / 3)
@@ -326,11 +347,14 @@ class Consumer:
                 await asyncio.wait_for(self._stopped.wait(), interval_s)
                 return
             try:
+                asked_at = time.monotonic()
                 await self._renew_leases()
                 await self._sweep_cancelled()
+                self._note_if_slow(asked_at)
                 await self._reclaim()
                 await self._heartbeat(with_card=True)
             except RedisError:
+                self._redis_failed()
                 logger.warning("lease renewal failed; retrying")
 
     async def _renew_leases(self) -> None:
@@ -344,22 +368,60 @@ class Consumer:
                 pipe.xclaim(stream, WORKER_GROUP, self.worker_id, 0, entry_ids, justid=True)
             await pipe.execute()
 
-    async def _reclaim(self) -> None:
+    def _redis_failed(self) -> None:
+        """Redis did not answer: the other workers' leases may be lapsing as this worker's
+        are, through no fault of theirs. Give them a lease to renew before reclaiming."""
+        self._reclaim_not_before = time.monotonic() + self._lease_ms / 1000
+
+    def _note_if_slow(self, asked_at: float) -> bool:
+        """Whether Redis took over a third of a lease to answer what was asked at
+        ``asked_at``: stalled, it ran the renewals sent meanwhile only when it woke, so
+        this counts as a failure (``_redis_failed``)."""
+        if time.monotonic() - asked_at <= self._lease_ms / 3000:
+            return False
+        self._redis_failed()
+        return True
+
+    async def _reclaim(self) -> int:
+        """Claim other workers' jobs idle past a lease, as many as slots are free; how many.
+
+        Looked at first (XPENDING), then claimed only if still idle past the lease (XCLAIM's
+        minimum idle time). A look that Redis was slow to answer (it was stalled: commands
+        sent meanwhile, renewals among them, ran only when it woke) claims nothing, and
+        neither does anything for a lease after: owners get to renew first."""
+        if time.monotonic() < self._reclaim_not_before:
+            return 0
+        mine = {(r.stream, r.entry_id) for r in self._running.values()}
+        asked_at = time.monotonic()
         streams: Any = await self._redis.smembers(queues_key(self._model))
+        if self._note_if_slow(asked_at):
+            return 0
+        claimed_count = 0
         for stream in sorted(s.decode() for s in streams):
             free = self.free_slots
             if free <= 0 or self._draining:
-                return
+                break
+            asked_at = time.monotonic()
             try:
-                claimed: Any = await self._redis.xautoclaim(
-                    stream, WORKER_GROUP, self.worker_id, self._lease_ms, "0-0", count=free
+                idle: Any = await self._redis.xpending_range(
+                    stream, WORKER_GROUP, "-", "+", free + len(mine), idle=self._lease_ms
                 )
             except ResponseError:  # the stream or its group is gone: nothing to reclaim
                 continue
-            for entry_id, fields in claimed[1]:
+            if self._note_if_slow(asked_at):
+                return claimed_count
+            entry_ids = [e["message_id"] for e in idle if (stream, e["message_id"]) not in mine]
+            if not entry_ids:
+                continue
+            claimed: Any = await self._redis.xclaim(
+                stream, WORKER_GROUP, self.worker_id, self._lease_ms, entry_ids[:free]
+            )
+            for entry_id, fields in claimed:
                 if fields is not None:
                     logger.warning("reclaimed job entry %s from a silent worker", entry_id)
                     self._spawn(stream, entry_id, fields.get(MESSAGE_FIELD), is_reclaimed=True)
+                    claimed_count += 1
+        return claimed_count
 
     async def _listener(self) -> None:
         """Abort jobs whose clients went away; wake the pull loop when jobs are queued. Runs
@@ -389,6 +451,14 @@ class Consumer:
         if running is not None:
             running.task.cancel()
             await self._engine.abort(job_id)
+            return
+        # Perhaps taken by the pick in flight: remembered until it would have started.
+        now = time.monotonic()
+        early = self._cancelled_early
+        early.pop(job_id, None)
+        early[job_id] = now  # oldest first: the stale ones leave from the front
+        while (oldest := next(iter(early))) != job_id and now - early[oldest] > EARLY_CANCEL_S:
+            del early[oldest]
 
     async def _sweep_cancelled(self) -> None:
         """Catch cancels published while the channel was down: the cancel keys persist."""
@@ -468,9 +538,7 @@ class Consumer:
 
         def started(prompt_tokens: int) -> None:
             digest = self._engine.info.weights_digest
-            self._publisher.send(
-                job.reply_to, Started(job.id, self.worker_id, prompt_tokens, digest)
-            )
+            self._publisher.reply(job, Started(job.id, self.worker_id, prompt_tokens, digest))
             minute = int(time.time() // 60)
             self._publisher.count(starts_key(job.model, minute), STARTS_TTL_S)
             self._publisher.charge(job, prompt_tokens - job.cost)  # estimate -> true

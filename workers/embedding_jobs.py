@@ -60,7 +60,7 @@ async def serve_embedding(
         wrong = EngineRequestError(
             NOT_A_GENERATIVE_MODEL, code="model_not_supported", param="model"
         )
-        publisher.send(job.reply_to, refusal(job, wrong))
+        publisher.reply(job, refusal(job, wrong))
         return
     try:
         token_ids = await engine.prepare_embedding(job.embed)
@@ -68,7 +68,7 @@ async def serve_embedding(
         started(prompt_tokens)
         vectors = await engine.embed(job.id, token_ids, job.embed.dimensions)
     except EngineRequestError as exc:
-        publisher.send(job.reply_to, refusal(job, exc))
+        publisher.reply(job, refusal(job, exc))
         return
-    publisher.send(job.reply_to, Embedded(job.id, vectors))
-    publisher.send(job.reply_to, Finished(job.id, "stop", prompt_tokens, 0))
+    publisher.reply(job, Embedded(job.id, vectors))
+    publisher.reply(job, Finished(job.id, "stop", prompt_tokens, 0))

@@ -425,6 +425,7 @@ async def start_vllm_engine(
     dtype: str,
     enforce_eager: bool,
     gpu_memory_utilization: float,
+    kv_cache_memory_bytes: int | None = None,
     tool_call_parser: str = "",
     runner: str = "auto",
     fim_template: str = "",
@@ -442,6 +443,7 @@ async def start_vllm_engine(
         dtype=choose_dtype(dtype),  # type: ignore[arg-type]
         enforce_eager=enforce_eager,
         gpu_memory_utilization=gpu_memory_utilization,
+        kv_cache_memory_bytes=kv_cache_memory_bytes,
         disable_log_stats=True,
         enable_log_requests=False,
         runner=runner,  # type: ignore[arg-type]

@@ -19,7 +19,6 @@ who watched the watchers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -141,6 +140,125 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
+async def search_log(
+    inference: InferenceService,
+    intake: Intake,
+    scope: AuditorScope,
+    compliance: Compliance,
+    query: dict[str, str],
+) -> dict[str, Any]:
+    """One page of the search ``query`` describes, within the auditor's reach; the search
+    is recorded before it is shown (the API and the console both answer with this)."""
+    filters = filters_of(query, scope, compliance)
+    limit = _limit(query.get("limit"))
+    cursor = query.get("cursor")
+    after = decode_cursor(cursor) if cursor is not None else None
+    async with compliance.engine.connect() as conn:
+        found, has_more = await search(conn, filters, after=after, limit=limit)
+    await record_action(
+        inference,
+        intake,
+        target="audit:search",
+        change={"filters": filters.described(), "results": len(found)},
+        event="audit",
+    )
+    return {
+        "object": "list",
+        "data": [record_view(f) for f in found],
+        "has_more": has_more,
+        "next_cursor": encode_cursor(found[-1].seq) if has_more and found else None,
+    }
+
+
+async def look_up_record(
+    inference: InferenceService,
+    intake: Intake,
+    scope: AuditorScope,
+    compliance: Compliance,
+    seq: int,
+) -> dict[str, Any]:
+    """Record ``seq`` with its inclusion proof, if within the auditor's reach (else as if
+    it did not exist); the look is recorded before it is shown."""
+    async with compliance.engine.connect() as conn:
+        found = await find(conn, seq) if seq >= 0 else None
+    if found is None or not scope.covers(found.tenant_id):
+        raise NotFound(f"No audit record {seq}.", code="record_not_found")
+    await record_action(inference, intake, target=f"audit:record:{seq}", change={}, event="audit")
+    return await compliance.record_with_proof(found)
+
+
+async def export_search(
+    inference: InferenceService,
+    intake: Intake,
+    scope: AuditorScope,
+    compliance: Compliance,
+    query: dict[str, str],
+) -> Stream:
+    """The search's records as JSONL with a signed checkpoint and inclusion proofs
+    (``format=jsonl``, the default) or as CSV (``format=csv``); the export is recorded
+    before it starts (the API and the console both answer with this)."""
+    kind: Literal["jsonl", "csv"] | str = query.get("format", "jsonl")
+    if kind not in ("jsonl", "csv"):
+        raise InvalidRequest("format must be jsonl or csv.", param="format")
+    filters = filters_of(query, scope, compliance)
+    described: dict[str, Any] = {"filters": filters.described(), "format": kind}
+    if kind == "csv":
+        await record_action(
+            inference, intake, target="audit:export", change=described, event="audit"
+        )
+        return Stream(
+            compliance.export_csv(filters),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="audit.csv"'},
+        )
+    head = await compliance.export_head()
+    if head is None:
+        raise Conflict(
+            "No signed checkpoint exists yet; configure checkpoint signing "
+            "(ENCLAVE_AUDIT__SIGNING_KEY_FILE) to export verifiable records.",
+            code="no_checkpoint",
+        )
+    described["tree_size"] = head.size
+    await record_action(inference, intake, target="audit:export", change=described, event="audit")
+    return Stream(
+        compliance.export_jsonl(head, filters),
+        media_type="application/x-ndjson",
+        headers={"content-disposition": 'attachment; filename="audit.jsonl"'},
+    )
+
+
+async def verify_whole_log(
+    inference: InferenceService, intake: Intake, compliance: Compliance
+) -> dict[str, Any]:
+    """Recompute the chain and the tree and check every stored checkpoint, as ``enclave
+    audit verify`` does; the run and its result are recorded (API and console)."""
+    report = await compliance.verify()
+    if report is None:
+        raise Conflict(
+            "No verifier key is configured on this gateway "
+            "(ENCLAVE_AUDIT__VERIFIER_KEY or ENCLAVE_AUDIT__SIGNING_KEY_FILE).",
+            code="no_verifier_key",
+        )
+    fault = report.fault
+    result: dict[str, Any] = {
+        "ok": fault is None,
+        "records": report.size,
+        "purged": report.purged,
+        "checkpoints": report.checkpoints,
+        "fault": None
+        if fault is None
+        else {"reason": fault.reason, "seq": fault.seq, "first_possible": fault.first_possible},
+    }
+    await record_action(
+        inference,
+        intake,
+        target="audit:verify",
+        change={"ok": result["ok"], "records": report.size},
+        event="audit",
+    )
+    return result
+
+
 class ComplianceController(Controller):
     tags = ("audit",)
     security = (BEARER,)
@@ -156,26 +274,9 @@ class ComplianceController(Controller):
         """Search the log. Query: since, until (ISO 8601), tenant, user (a user id), model,
         event, outcome (success|error), endpoint, request_id, limit (1-1000), cursor."""
         async with auditor_call(request, inference, authenticator, RECORDS) as (intake, scope):
-            query = dict(request.query_params)
-            filters = filters_of(query, scope, compliance)
-            limit = _limit(query.get("limit"))
-            cursor = query.get("cursor")
-            after = decode_cursor(cursor) if cursor is not None else None
-            async with compliance.engine.connect() as conn:
-                found, has_more = await search(conn, filters, after=after, limit=limit)
-            await record_action(
-                inference,
-                intake,
-                target="audit:search",
-                change={"filters": filters.described(), "results": len(found)},
-                event="audit",
+            return await search_log(
+                inference, intake, scope, compliance, dict(request.query_params)
             )
-        return {
-            "object": "list",
-            "data": [record_view(f) for f in found],
-            "has_more": has_more,
-            "next_cursor": encode_cursor(found[-1].seq) if has_more and found else None,
-        }
 
     @get(RECORDS + "/{seq:int}")
     async def get_record(
@@ -188,14 +289,7 @@ class ComplianceController(Controller):
     ) -> dict[str, Any]:
         """One record with its inclusion proof under the newest signed checkpoint."""
         async with auditor_call(request, inference, authenticator, RECORDS) as (intake, scope):
-            async with compliance.engine.connect() as conn:
-                found = await find(conn, seq) if seq >= 0 else None
-            if found is None or not scope.covers(found.tenant_id):
-                raise NotFound(f"No audit record {seq}.", code="record_not_found")
-            await record_action(
-                inference, intake, target=f"audit:record:{seq}", change={}, event="audit"
-            )
-            return await compliance.record_with_proof(found)
+            return await look_up_record(inference, intake, scope, compliance, seq)
 
     @get(EXPORT)
     async def export(
@@ -208,36 +302,8 @@ class ComplianceController(Controller):
         """The search's records as JSONL with a signed checkpoint and inclusion proofs
         (``format=jsonl``, the default), or as CSV (``format=csv``). Same filters."""
         async with auditor_call(request, inference, authenticator, EXPORT) as (intake, scope):
-            query = dict(request.query_params)
-            kind: Literal["jsonl", "csv"] | str = query.get("format", "jsonl")
-            if kind not in ("jsonl", "csv"):
-                raise InvalidRequest("format must be jsonl or csv.", param="format")
-            filters = filters_of(query, scope, compliance)
-            described: dict[str, Any] = {"filters": filters.described(), "format": kind}
-            if kind == "csv":
-                await record_action(
-                    inference, intake, target="audit:export", change=described, event="audit"
-                )
-                return Stream(
-                    compliance.export_csv(filters),
-                    media_type="text/csv; charset=utf-8",
-                    headers={"content-disposition": 'attachment; filename="audit.csv"'},
-                )
-            head = await compliance.export_head()
-            if head is None:
-                raise Conflict(
-                    "No signed checkpoint exists yet; configure checkpoint signing "
-                    "(ENCLAVE_AUDIT__SIGNING_KEY_FILE) to export verifiable records.",
-                    code="no_checkpoint",
-                )
-            described["tree_size"] = head.size
-            await record_action(
-                inference, intake, target="audit:export", change=described, event="audit"
-            )
-            return Stream(
-                compliance.export_jsonl(head, filters),
-                media_type="application/x-ndjson",
-                headers={"content-disposition": 'attachment; filename="audit.jsonl"'},
+            return await export_search(
+                inference, intake, scope, compliance, dict(request.query_params)
             )
 
     @get(CONSISTENCY)
@@ -282,45 +348,86 @@ class ComplianceController(Controller):
         """Recompute the chain and the tree and check every stored checkpoint's signature
         and consistency, as ``enclave audit verify`` does."""
         async with auditor_call(request, inference, authenticator, VERIFY) as (intake, _):
-            report = await compliance.verify()
-            if report is None:
-                raise Conflict(
-                    "No verifier key is configured on this gateway "
-                    "(ENCLAVE_AUDIT__VERIFIER_KEY or ENCLAVE_AUDIT__SIGNING_KEY_FILE).",
-                    code="no_verifier_key",
-                )
-            fault = report.fault
-            result: dict[str, Any] = {
-                "ok": fault is None,
-                "records": report.size,
-                "purged": report.purged,
-                "checkpoints": report.checkpoints,
-                "fault": None
-                if fault is None
-                else {
-                    "reason": fault.reason,
-                    "seq": fault.seq,
-                    "first_possible": fault.first_possible,
-                },
-            }
-            await record_action(
-                inference,
-                intake,
-                target="audit:verify",
-                change={"ok": result["ok"], "records": report.size},
-                event="audit",
-            )
-        return result
+            return await verify_whole_log(inference, intake, compliance)
 
 
-def _reason(query: dict[str, str]) -> str:
-    reason = (query.get("reason") or "").strip()
+def _reason(fields: dict[str, str]) -> str:
+    reason = (fields.get("reason") or "").strip()
     if not reason or len(reason) > MAX_FILTER_LENGTH or not reason.isprintable():
         raise InvalidRequest(
             f"reason is required: printable, at most {MAX_FILTER_LENGTH} characters.",
             param="reason",
         )
     return reason
+
+
+def _officer_reason(scope: AuditorScope, fields: dict[str, str]) -> str:
+    """The act's reason, once it is clear an organisation-wide auditor acts."""
+    _require_compliance_officer(scope)
+    return _reason(fields)
+
+
+async def _record_act(
+    inference: InferenceService, intake: Intake, subject: str, action: str, reason: str
+) -> None:
+    """The erasure or hold, recorded before it is done."""
+    await record_action(
+        inference,
+        intake,
+        target=f"user:{subject}",
+        change={"action": action, "reason": reason},
+        event="audit",
+    )
+
+
+async def erase_subject_content(
+    inference: InferenceService,
+    intake: Intake,
+    scope: AuditorScope,
+    compliance: Compliance,
+    subject: str,
+    fields: dict[str, str],
+) -> dict[str, Any]:
+    """Shred every content key of the user ``subject``, with the ``reason`` in ``fields``;
+    LegalHold (409) while a hold covers them, refused before anything is recorded as done
+    (the API and the console both answer with this)."""
+    reason = _officer_reason(scope, fields)
+    pseudonym = compliance.log.pseudonym(subject)
+    if await compliance.vault.is_held(pseudonym):
+        raise LegalHold("A legal hold covers this data subject; lift it before erasing.")
+    await _record_act(inference, intake, subject, "erase_subject", reason)
+    shredded = await compliance.vault.erase(pseudonym, reason)
+    return {"object": "audit.erasure", "subject": subject, "keys_shredded": shredded}
+
+
+async def apply_legal_hold(
+    inference: InferenceService,
+    intake: Intake,
+    scope: AuditorScope,
+    compliance: Compliance,
+    subject: str,
+    fields: dict[str, str],
+) -> dict[str, Any]:
+    """Hold the subject's content: no erasure nor retention shredding until it is lifted."""
+    reason = _officer_reason(scope, fields)
+    await _record_act(inference, intake, subject, "apply_legal_hold", reason)
+    await compliance.vault.hold(compliance.log.pseudonym(subject), reason)
+    return {"object": "audit.legal_hold", "subject": subject, "held": True}
+
+
+async def lift_legal_hold(
+    inference: InferenceService,
+    intake: Intake,
+    scope: AuditorScope,
+    compliance: Compliance,
+    subject: str,
+    fields: dict[str, str],
+) -> dict[str, Any]:
+    """Lift the subject's own legal hold (a tenant's hold is the tenant admin API's)."""
+    reason = _officer_reason(scope, fields)
+    await _record_act(inference, intake, subject, "lift_legal_hold", reason)
+    await compliance.vault.release(compliance.log.pseudonym(subject))
+    return {"object": "audit.legal_hold", "subject": subject, "held": False}
 
 
 class SubjectsController(Controller):
@@ -341,15 +448,10 @@ class SubjectsController(Controller):
         """Destroy every content key of the user ``subject`` (their id): their sealed
         prompts and answers become unreadable; records, chain and proofs stay valid.
         409 legal_hold while a hold covers them. Query: ``reason`` (required)."""
-        acting = officer_act(
-            request, inference, authenticator, compliance, subject, "erase_subject"
-        )
-        async with acting as (pseudonym, reason, record):
-            if await compliance.vault.is_held(pseudonym):
-                raise LegalHold("A legal hold covers this data subject; lift it before erasing.")
-            await record()
-            shredded = await compliance.vault.erase(pseudonym, reason)
-        return {"object": "audit.erasure", "subject": subject, "keys_shredded": shredded}
+        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
+            return await erase_subject_content(
+                inference, intake, scope, compliance, subject, dict(request.query_params)
+            )
 
     @put(SUBJECT + "/hold", status_code=200)
     async def hold_subject(
@@ -361,13 +463,10 @@ class SubjectsController(Controller):
         compliance: NamedDependency[Compliance],
     ) -> dict[str, Any]:
         """Apply a legal hold: no erasure nor retention shredding until it is lifted."""
-        acting = officer_act(
-            request, inference, authenticator, compliance, subject, "apply_legal_hold"
-        )
-        async with acting as (pseudonym, reason, record):
-            await record()
-            await compliance.vault.hold(pseudonym, reason)
-        return {"object": "audit.legal_hold", "subject": subject, "held": True}
+        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
+            return await apply_legal_hold(
+                inference, intake, scope, compliance, subject, dict(request.query_params)
+            )
 
     @delete(SUBJECT + "/hold", status_code=200)
     async def release_subject(
@@ -378,41 +477,11 @@ class SubjectsController(Controller):
         authenticator: NamedDependency[Authenticator],
         compliance: NamedDependency[Compliance],
     ) -> dict[str, Any]:
-        """Lift a subject's legal hold."""
-        acting = officer_act(
-            request, inference, authenticator, compliance, subject, "lift_legal_hold"
-        )
-        async with acting as (pseudonym, _, record):
-            await record()
-            await compliance.vault.release(pseudonym)
-        return {"object": "audit.legal_hold", "subject": subject, "held": False}
-
-
-@contextlib.asynccontextmanager
-async def officer_act(
-    request: Request[Any, Any, Any],
-    inference: InferenceService,
-    authenticator: Authenticator,
-    compliance: Compliance,
-    subject: str,
-    action: str,
-) -> AsyncIterator[tuple[str, str, Callable[[], Awaitable[None]]]]:
-    """An erasure or hold by an organisation-wide auditor, with its reason: yields the
-    subject's pseudonym, the reason, and the call that records the act (before it is done)."""
-    async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
-        _require_compliance_officer(scope)
-        reason = _reason(dict(request.query_params))
-
-        async def record() -> None:
-            await record_action(
-                inference,
-                intake,
-                target=f"user:{subject}",
-                change={"action": action, "reason": reason},
-                event="audit",
+        """Lift a subject's legal hold. Query: ``reason`` (required)."""
+        async with auditor_call(request, inference, authenticator, SUBJECT) as (intake, scope):
+            return await lift_legal_hold(
+                inference, intake, scope, compliance, subject, dict(request.query_params)
             )
-
-        yield compliance.log.pseudonym(subject), reason, record
 
 
 def _require_compliance_officer(scope: AuditorScope) -> None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.audit import proofs
+from gateway.audit import merkle, proofs
 from gateway.audit.checkpointer import write_checkpoint
-from gateway.audit.checkpoints import Signer, Verifier
+from gateway.audit.checkpoints import CheckpointError, Signer, Verifier, open_checkpoint
 from gateway.audit.content import ContentVault
 from gateway.audit.csv_export import csv_header, csv_line
 from gateway.audit.export import export_header, export_line
@@ -32,6 +33,13 @@ from gateway.db.models import AuditCheckpoint, AuditTree
 class SignedHead:
     size: int
     note: str
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    note: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,27 @@ class Compliance:
             ).first()
         return SignedHead(row.size, row.note) if row else None
 
+    async def recent_checkpoints(self, count: int) -> list[StoredCheckpoint]:
+        """The ``count`` newest stored checkpoints, newest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(AuditCheckpoint.size, AuditCheckpoint.note, AuditCheckpoint.created_at)
+                .order_by(AuditCheckpoint.size.desc())
+                .limit(count)
+            )
+            return [StoredCheckpoint(row.size, row.note, row.created_at) for row in rows]
+
+    def is_signed(self, note: str) -> bool:
+        """Whether a checkpoint note of this log carries a valid signature by this
+        gateway's verifier key (False without a key)."""
+        if self.verifier is None:
+            return False
+        try:
+            open_checkpoint(note, self.verifier, self.origin)
+        except CheckpointError:
+            return False
+        return True
+
     async def record_with_proof(self, found: Found) -> dict[str, Any]:
         head = await self.signed_head(covering=found.seq + 1)
         view = record_view(found)
@@ -116,6 +145,24 @@ class Compliance:
         async with self.engine.connect() as conn:
             async for found in search_all(conn, filters):
                 yield csv_line(found.seq, record_fields(found.data), found.leaf)
+
+    def verified_checkpoint(self, view: dict[str, Any]) -> int | None:
+        """The size of the signed checkpoint a record view (``record_with_proof``) is proven
+        under: the note's signature, the leaf hash of the exact text and the Merkle path all
+        check out with this gateway's verifier key. None when any does not, or no key."""
+        proof = view.get("proof")
+        if self.verifier is None or not isinstance(proof, dict):
+            return None
+        try:
+            checkpoint = open_checkpoint(proof["checkpoint"], self.verifier, self.origin)
+        except CheckpointError:
+            return None
+        leaf = merkle.leaf_hash(view["record"].encode())
+        path = [bytes.fromhex(h) for h in proof["inclusion"]]
+        is_included = merkle.verify_inclusion(
+            leaf, view["seq"], checkpoint.size, path, checkpoint.root_hash
+        )
+        return checkpoint.size if is_included and leaf.hex() == view["leaf"] else None
 
     async def verify(self) -> Report | None:
         """Verify the whole log; None when no verifier key is configured."""

@@ -37,6 +37,11 @@ logger = logging.getLogger("enclave.audit.sequencer")
 
 ADVISORY_LOCK_KEY = 0x656E636C61766531  # "enclave1": one sequencer per database
 DEFAULT_BATCH_SIZE = 2000
+DEFAULT_IDLE_S = 0.1
+"""How long records gather between batches that were not full: the log lags the requests
+by about this much; the requests themselves never wait for the sequencer."""
+MAX_IDLE_S = 1.0
+"""The longest pause between looks at an empty ``audit_pending``."""
 
 
 _sqlite_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -169,18 +174,26 @@ async def run_sequencer(
     engine: AsyncEngine,
     stop: asyncio.Event,
     *,
-    idle_s: float = 0.02,
+    idle_s: float = DEFAULT_IDLE_S,
     retry_s: float = 1.0,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> None:
-    """Sequence until ``stop`` is set: lead when the lock is free, drain, wait when idle."""
+    """Sequence until ``stop`` is set: lead when the lock is free, drain; after a batch that
+    was not full, wait ``idle_s`` for records to gather (a batch costs the same few
+    statements whatever its size, so small batches would cost the gateway most per record),
+    and after empty batches wait longer, up to ``MAX_IDLE_S``."""
     while not stop.is_set():
         try:
             async with leadership(engine) as is_leader:
+                wait_s = idle_s
                 while is_leader and not stop.is_set():
-                    if await sequence_batch(engine, batch_size) == 0:
+                    done = await sequence_batch(engine, batch_size)
+                    # Nothing came: look again less often, up to once a second (an idle
+                    # gateway should cost next to nothing); records reset the pace.
+                    wait_s = min(MAX_IDLE_S, wait_s * 2) if done == 0 else idle_s
+                    if done < batch_size:
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), idle_s)
+                            await asyncio.wait_for(stop.wait(), wait_s)
         except Exception as exc:  # the database is away: records wait in audit_pending
             logger.warning("sequencer paused: %s", type(exc).__name__)
         if not stop.is_set():

@@ -6,6 +6,16 @@ a commit is in flight wait for the next one, which takes all of them in one mult
 INSERT: with 32 concurrent requests a commit carries dozens of records, so the database
 sees a few hundred transactions a second instead of thousands.
 
+On PostgreSQL each flusher holds one connection of its own and writes a batch with COPY
+in a transaction driven on the driver's connection directly, not a pooled connection
+through SQLAlchemy (whose checkout pings the server and whose wrappers cost more CPU than
+the COPY). The transaction stays explicit, though COPY is atomic alone: a commit that times
+out before its COMMIT was sent is rolled back when the connection is dropped, where an
+autocommitted COPY to a hung server could still commit once the server wakes, leaving a
+record behind a request that was refused. A held connection idle for ``IDLE_PING_S`` is
+pinged before use, as the pool would; one that fails is dropped, and the next batch
+connects afresh.
+
 A record that can no longer be refused (the outcome of a request that has run) and could
 not be committed is ``owe``d: kept in memory, bounded, and written with the next commit
 that succeeds, or retried every ``OWED_RETRY_S`` seconds until the database is back.
@@ -16,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +47,7 @@ DEFAULT_COMMIT_TIMEOUT_S = 5.0
 """A commit to a server that takes longer fails (its requests are refused): a hung database,
 or one behind a network that drops packets, must not hold every request forever."""
 OWED_RETRY_S = 1.0
+IDLE_PING_S = 1.0
 
 
 async def append_pending(
@@ -49,18 +62,56 @@ async def append_pending(
 
 
 async def insert_pending(conn: AsyncConnection, rows: list[tuple[datetime, bytes]]) -> None:
-    """Insert pending rows in the caller's transaction: COPY on PostgreSQL (asyncpg), a
-    multi-row INSERT elsewhere."""
-    if conn.dialect.name == "postgresql":
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(
-            AuditPending.__tablename__, records=rows, columns=["created_at", "body"]
-        )
-        return
+    """Insert pending rows in the caller's transaction, one multi-row INSERT (PostgreSQL's
+    flushers COPY on their held connection instead: ``_HeldConnection``)."""
     await conn.execute(
         insert(AuditPending), [{"created_at": at, "body": body} for at, body in rows]
     )
+
+
+class _HeldConnection:
+    """A PostgreSQL connection one flusher keeps for its COPYs."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._used_at = -math.inf
+
+    async def copy(self, rows: list[tuple[datetime, bytes]]) -> None:
+        """Commit the rows (all of them or none); on any failure, including a cancel, the
+        connection is dropped (its state is unknown) and the error raised."""
+        try:
+            driver = await self._driver()
+            async with driver.transaction():
+                await driver.copy_records_to_table(
+                    AuditPending.__tablename__, records=rows, columns=["created_at", "body"]
+                )
+            self._used_at = time.monotonic()
+        except BaseException:
+            await self.close(invalidate=True)
+            raise
+
+    async def _driver(self) -> Any:
+        """The driver's connection: the one held, if it answers a ping after being idle
+        (found dead here, nothing was sent on it: a new one takes its place), else new."""
+        if self._conn is not None and time.monotonic() - self._used_at > IDLE_PING_S:
+            try:
+                driver: Any = (await self._conn.get_raw_connection()).driver_connection
+                await driver.execute(";")
+            except Exception:
+                await self.close(invalidate=True)
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+        return (await self._conn.get_raw_connection()).driver_connection
+
+    async def close(self, *, invalidate: bool = False) -> None:
+        conn, self._conn, self._used_at = self._conn, None, -math.inf
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if invalidate:
+                await conn.invalidate()
+            await conn.close()
 
 
 class PendingWriter:
@@ -85,21 +136,32 @@ class PendingWriter:
         self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._flush_loop()) for _ in range(self._flushers)]
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(self._held())) for _ in range(self._flushers)
+        ]
+
+    def _held(self) -> _HeldConnection | None:
+        return _HeldConnection(self._engine) if self._engine.dialect.name == "postgresql" else None
 
     async def stop(self) -> None:
-        """Commit what is waiting, then stop."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        while self._waiting:
-            await self._flush_once()
-        if self._owed:
-            await self._flush_once()
+        """Commit what is waiting, then stop. The flushers finish the batch in hand (one
+        cancelled mid-commit could not tell its waiters whether their records were
+        written)."""
+        self._stopping = True
+        self._wakeup.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        held = self._held()
+        try:
+            while self._waiting:
+                await self._flush_once(held)
+            if self._owed:
+                await self._flush_once(held)
+        finally:
+            if held is not None:
+                await held.close()
         if self._owed:
             logger.error("%d audit records lost: the database did not come back", len(self._owed))
 
@@ -121,17 +183,21 @@ class PendingWriter:
         self._owed.append(body)
         self._wakeup.set()
 
-    async def _flush_loop(self) -> None:
-        while True:
-            if not self._waiting:
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wakeup.wait(), OWED_RETRY_S if self._owed else None
-                    )
-            await self._flush_once()
+    async def _flush_loop(self, held: _HeldConnection | None) -> None:
+        try:
+            while not self._stopping:
+                if not self._waiting:
+                    self._wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._wakeup.wait(), OWED_RETRY_S if self._owed else None
+                        )
+                await self._flush_once(held)
+        finally:
+            if held is not None:
+                await held.close()
 
-    async def _flush_once(self) -> None:
+    async def _flush_once(self, held: _HeldConnection | None) -> None:
         batch, self._waiting = (
             self._waiting[: self._max_batch],
             self._waiting[self._max_batch :],
@@ -140,10 +206,14 @@ class PendingWriter:
         if not batch and not owed:
             return
         now = datetime.now(UTC)
+        rows = [(now, body) for body in [*owed, *(body for body, _ in batch)]]
         try:
-            async with asyncio.timeout(self._commit_timeout_s), self._engine.begin() as conn:
-                bodies = [*owed, *(body for body, _ in batch)]
-                await insert_pending(conn, [(now, body) for body in bodies])
+            async with asyncio.timeout(self._commit_timeout_s):
+                if held is not None:
+                    await held.copy(rows)
+                else:
+                    async with self._engine.begin() as conn:
+                        await insert_pending(conn, rows)
         except Exception as exc:  # every waiter learns its record was not written
             self._owed[:0] = owed  # still owed, in their order
             for _, done in batch:

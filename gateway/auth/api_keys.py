@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.auth.principal import Principal
 from gateway.auth.provisioning import check_active
 from gateway.db.models import ApiKey, Tenant, User
+from gateway.db.row_cache import RowCache
 from gateway.errors import AuthenticationFailed
 
 KEY_SCHEME = "enc"
@@ -145,20 +146,55 @@ async def revoke_key(session: AsyncSession, prefix: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class KeyRecord:
+    """What authenticating by a key needs of its key, user and tenant rows."""
+
+    secret_sha256: str
+    revoked: bool
+    expires_at: datetime | None
+    inactive: tuple[str, str] | None
+    """Why the user or tenant may not act now, if so: message and reason."""
+    principal: Principal
+
+
 class ApiKeyAuthenticator:
     """Turns a bearer API key into a Principal, or raises AuthenticationFailed.
 
-    The key acts as its user: the user's current tenant and roles, read on every request,
-    so disabling the user or the tenant stops the key at once.
+    The key acts as its user: the user's current tenant and roles, so disabling the user or
+    the tenant stops the key at once. The rows are read on every request unless ``cache``
+    keeps them (``gateway.db.row_cache``: only until any of them changes).
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache: RowCache[KeyRecord | None] | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._cache = cache
 
     async def authenticate(self, token: str) -> Principal:
         prefix = parse_prefix(token)
         if prefix is None:
             raise incorrect_key(token)
+        if self._cache is None:
+            record = await self._read(prefix)
+        else:
+            record = await self._cache.get(prefix, lambda: self._read(prefix))
+        if record is None or not hmac.compare_digest(record.secret_sha256, hash_key(token)):
+            raise incorrect_key(token)
+        # Only a caller holding the whole key learns why it no longer works.
+        if record.revoked:
+            raise AuthenticationFailed("This API key has been revoked.", reason="revoked_api_key")
+        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+            raise AuthenticationFailed("This API key has expired.", reason="expired_api_key")
+        if record.inactive is not None:
+            message, reason = record.inactive
+            raise AuthenticationFailed(message, reason=reason)
+        return record.principal
+
+    async def _read(self, prefix: str) -> KeyRecord | None:
         async with self._sessions() as session:
             row = (
                 await session.execute(
@@ -168,16 +204,21 @@ class ApiKeyAuthenticator:
                     .where(ApiKey.prefix == prefix)
                 )
             ).first()
-        if row is None or not hmac.compare_digest(row[0].secret_sha256, hash_key(token)):
-            raise incorrect_key(token)
+        if row is None:
+            return None
         key, user, tenant = row
-        # Only a caller holding the whole key learns why it no longer works.
-        if key.revoked_at is not None:
-            raise AuthenticationFailed("This API key has been revoked.", reason="revoked_api_key")
-        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
-            raise AuthenticationFailed("This API key has expired.", reason="expired_api_key")
-        check_active(user, tenant)
-        return principal_of(user, tenant, key_id=key.id)
+        try:
+            check_active(user, tenant)
+            inactive = None
+        except AuthenticationFailed as exc:
+            inactive = (exc.message, exc.reason)
+        return KeyRecord(
+            secret_sha256=key.secret_sha256,
+            revoked=key.revoked_at is not None,
+            expires_at=key.expires_at,
+            inactive=inactive,
+            principal=principal_of(user, tenant, key_id=key.id),
+        )
 
 
 def principal_of(user: User, tenant: Tenant, *, key_id: str | None = None) -> Principal:

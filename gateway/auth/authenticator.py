@@ -15,14 +15,24 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.auth.access_tokens import MAX_TOKEN_BYTES, InvalidToken, b64url_decode
-from gateway.auth.api_keys import KEY_SCHEME, ApiKeyAuthenticator, incorrect_key, principal_of
+from gateway.auth.api_keys import (
+    KEY_SCHEME,
+    ApiKeyAuthenticator,
+    KeyRecord,
+    incorrect_key,
+    principal_of,
+)
 from gateway.auth.claims import map_claims
 from gateway.auth.identity_providers import IdentityProvider
 from gateway.auth.principal import Principal
-from gateway.auth.provisioning import provision
+from gateway.auth.provisioning import check_active, provision
+from gateway.db.models import Tenant, User
+from gateway.db.row_cache import RowCache
+from gateway.errors import AuthenticationFailed
 
 JWT_START = "eyJ"  # base64url of '{"': every JWS in compact form starts so
 
@@ -49,9 +59,10 @@ class Authenticator:
         providers: Sequence[IdentityProvider] = (),
         *,
         create_tenants: bool = True,
+        key_cache: RowCache[KeyRecord | None] | None = None,
     ) -> None:
         self._sessions = sessions
-        self.api_keys = ApiKeyAuthenticator(sessions)
+        self.api_keys = ApiKeyAuthenticator(sessions, key_cache)
         self.providers = {provider.issuer: provider for provider in providers}
         self._create_tenants = create_tenants
 
@@ -72,6 +83,23 @@ class Authenticator:
             user, tenant = await provision(
                 session, provider.issuer, identity, create_tenants=self._create_tenants
             )
+        return principal_of(user, tenant)
+
+    async def signed_in(self, user_id: str) -> Principal:
+        """The principal of a user who signed in earlier (a console session), as they are
+        now: current tenant and roles; refused at once when disabled or gone."""
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(User, Tenant)
+                    .join(Tenant, Tenant.id == User.tenant_id)
+                    .where(User.id == user_id)
+                )
+            ).first()
+        if row is None:
+            raise AuthenticationFailed("This user no longer exists.", reason="unknown_user")
+        user, tenant = row
+        check_active(user, tenant)
         return principal_of(user, tenant)
 
     async def _introspect(self, token: str) -> tuple[IdentityProvider, dict[str, Any]]:

@@ -34,6 +34,9 @@ class ProviderMetadata:
     token_endpoint: str | None = None
     introspection_endpoint: str | None = None
     device_authorization_endpoint: str | None = None
+    authorization_endpoint: str | None = None
+    end_session_endpoint: str | None = None
+    """Where a browser is sent to end its session at the provider (RP-Initiated Logout)."""
 
 
 def discovery_url(issuer: str) -> str:
@@ -86,7 +89,22 @@ def parse_discovery(
         token_endpoint=optional("token_endpoint"),
         introspection_endpoint=optional("introspection_endpoint"),
         device_authorization_endpoint=optional("device_authorization_endpoint"),
+        authorization_endpoint=_browser_endpoint(document, hosts, "authorization_endpoint"),
+        end_session_endpoint=_browser_endpoint(document, hosts, "end_session_endpoint"),
     )
+
+
+def _browser_endpoint(document: Mapping[str, Any], hosts: frozenset[str], name: str) -> str | None:
+    """An endpoint browsers are sent to, when it passes the same checks, else None: only
+    the console's sign-in and sign-out need these, so a provider's odd one must not stop
+    token validation."""
+    value = document.get(name)
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_endpoint(value, hosts, what=name)
+    except DiscoveryError:
+        return None
 
 
 async def fetch_json(client: httpx.AsyncClient, url: str) -> dict[str, Any]:

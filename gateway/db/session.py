@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import URL, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 
 POSTGRES_POOL_SIZE = 10
@@ -67,9 +69,43 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     )
 
 
-def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions whose objects stay readable after commit (no lazy reload in async code)."""
-    return async_sessionmaker(engine, expire_on_commit=False)
+_WROTE = "enclave.wrote"
+
+
+def create_session_factory(
+    engine: AsyncEngine, *, after_write_commit: Callable[[], None] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay readable after commit (no lazy reload in async code).
+
+    ``after_write_commit`` is called once a session that wrote (an ORM flush or any
+    statement other than a SELECT) has committed: the gateway drops its own row caches
+    there, so its next request sees what it has just written without waiting for
+    PostgreSQL's notification to come back (``gateway.db.changes``).
+    """
+    if after_write_commit is None:
+        return async_sessionmaker(engine, expire_on_commit=False)
+    told = after_write_commit
+    session_class: type[Session] = type("WriteTellingSession", (Session,), {})
+
+    def flushed(session: Session, _context: object) -> None:
+        session.info[_WROTE] = True
+
+    def executed(state: ORMExecuteState) -> None:
+        if not state.is_select:
+            state.session.info[_WROTE] = True
+
+    def committed(session: Session) -> None:
+        if session.info.pop(_WROTE, False):
+            told()
+
+    def rolled_back(session: Session, _transaction: SessionTransaction | None = None) -> None:
+        session.info.pop(_WROTE, None)
+
+    event.listen(session_class, "after_flush", flushed)
+    event.listen(session_class, "do_orm_execute", executed)
+    event.listen(session_class, "after_commit", committed)
+    event.listen(session_class, "after_rollback", rolled_back)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=session_class)
 
 
 def upsert_insert(dialect: str, table: Any) -> Any:

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from gateway.errors import GatewayTimeout, QueueUnavailable
 from gateway.queue.protocol import (
+    BATCH_FIELD,
     CANCEL_CHANNEL,
     MESSAGE_FIELD,
     Delta,
@@ -41,6 +42,7 @@ from gateway.queue.protocol import (
     ModelCard,
     WorkerInfo,
     cancel_key,
+    decode_batch,
     decode_event,
     decode_model_card,
     decode_worker_info,
@@ -52,12 +54,14 @@ from gateway.queue.protocol import (
     workers_index_key,
 )
 from gateway.queue.schedule import Scheduler, waiting
+from gateway.redis_batch import CommandBatcher
 
 logger = logging.getLogger("enclave.queue")
 
 INBOX_TTL_S = 3600
 CANCEL_TTL_S = 3600
 _READ_BLOCK_MS = 1000
+_HOUSEKEEPING_S = 1.0
 MAX_BUFFERED_EVENTS = 1024
 """Events a request may hold for its client (a few seconds of tokens at most rates)."""
 CLIENT_TOO_SLOW = "client_too_slow"
@@ -69,6 +73,12 @@ _EVENTS_LOST = (
     "Part of the response was lost between the worker and the gateway; the response is "
     "incomplete. Retry the request."
 )
+
+
+def unavailable(exc: RedisError) -> QueueUnavailable:
+    """The 503 for a Redis error, which is logged (its message names no secret)."""
+    logger.warning("job queue unreachable: %s: %s", type(exc).__name__, exc)
+    return QueueUnavailable("The job queue is unreachable; try again shortly.")
 
 
 class RedisJobQueue:
@@ -92,7 +102,8 @@ class RedisJobQueue:
         self._stopping: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._workers_cache: tuple[float, list[WorkerInfo]] = (0.0, [])
-        self._scheduler = Scheduler(redis)
+        self._batch = CommandBatcher(redis)
+        self._scheduler = Scheduler(redis, self._batch)
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="enclave-inbox")
@@ -104,20 +115,24 @@ class RedisJobQueue:
                 await self._dispatcher
 
     async def submit(
-        self, job: Job, on_overflow: Callable[[], Awaitable[None]] | None = None
+        self,
+        job: Job,
+        on_overflow: Callable[[], Awaitable[None]] | None = None,
+        registry: tuple[str, bytes] | None = None,
     ) -> AsyncIterator[Event]:
         """Queue a job for its model's workers; return its events, ending after Finished or
-        Failed. ``on_overflow`` is awaited if the client falls too far behind."""
+        Failed. ``on_overflow`` is awaited if the client falls too far behind; ``registry``
+        (a hash key and value) is set for the job's id atomically with the enqueue."""
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._waiting[job.id] = queue
         if on_overflow is not None:
             self._on_overflow[job.id] = on_overflow
         try:
-            await self._scheduler.enqueue(job)
+            await self._scheduler.enqueue(job, registry)
         except RedisError as exc:
             self._waiting.pop(job.id, None)
             self._on_overflow.pop(job.id, None)
-            raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
+            raise unavailable(exc) from exc
         return self._events(job.id, queue)
 
     async def _events(self, job_id: str, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
@@ -153,12 +168,14 @@ class RedisJobQueue:
     async def queued(self, model: str, tenant: str) -> int:
         """How many of the tenant's jobs for ``model`` wait for a worker (within deadline)."""
         try:
-            return int(await self._redis.zcount(queued_key(model, tenant), time.time(), "+inf"))
+            key, now = queued_key(model, tenant), time.time()
+            return int(await self._batch.call(lambda p: p.zcount(key, now, "+inf")))
         except RedisError as exc:
-            raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
+            raise unavailable(exc) from exc
 
     async def unqueue(self, job: Job) -> None:
-        """The job started, or its wait is over: it no longer counts as waiting."""
+        """The job's wait is over without a worker taking it: it no longer counts as
+        waiting. (A worker that takes a job removes it itself, in ``pick.lua``.)"""
         with contextlib.suppress(RedisError):
             await self._redis.zrem(queued_key(job.model, job.tenant), job.id)
 
@@ -202,7 +219,7 @@ class RedisJobQueue:
             keys = [worker_info_key(i.decode()) for i in ids]
             blobs: list[Any] = await self._redis.mget(keys) if keys else []
         except RedisError as exc:
-            raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
+            raise unavailable(exc) from exc
         workers = [decode_worker_info(b) for b in blobs if b is not None]
         workers = [w for w in workers if not w.draining]
         self._workers_cache = (now, workers)
@@ -213,14 +230,24 @@ class RedisJobQueue:
         try:
             blob: Any = await self._redis.get(model_card_key(worker_id))
         except RedisError as exc:
-            raise QueueUnavailable("The job queue is unreachable; try again shortly.") from exc
+            raise unavailable(exc) from exc
         return ModelCard() if blob is None else decode_model_card(blob)
 
     async def _dispatch(self) -> None:
+        """Read the inbox and route each event to its request. The inbox's expiry is pushed
+        back and what was read trimmed at most every ``_HOUSEKEEPING_S``, not per read: under
+        load a read returns a few events, and a command per read would cost as much again."""
         last_id = b"0-0"
+        trimmed_id, housekept_at = last_id, -math.inf
         while True:
             try:
-                await self._redis.expire(self.inbox, INBOX_TTL_S)
+                if time.monotonic() - housekept_at >= _HOUSEKEEPING_S:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.expire(self.inbox, INBOX_TTL_S)
+                        if last_id != trimmed_id:
+                            pipe.xtrim(self.inbox, minid=last_id, approximate=True)
+                        await pipe.execute()
+                    trimmed_id, housekept_at = last_id, time.monotonic()
                 response: Any = await self._redis.xread(
                     {self.inbox: last_id}, count=1000, block=_READ_BLOCK_MS
                 )
@@ -231,19 +258,23 @@ class RedisJobQueue:
             for _stream, entries in response:
                 for entry_id, fields in entries:
                     last_id = entry_id
-                    self._route(fields.get(MESSAGE_FIELD))
-            if response:
-                with contextlib.suppress(RedisError):
-                    await self._redis.xtrim(self.inbox, minid=last_id, approximate=True)
+                    self._route_entry(fields)
 
-    def _route(self, data: bytes | None) -> None:
-        if data is None:
-            return
+    def _route_entry(self, fields: dict[bytes, bytes]) -> None:
         try:
-            event = decode_event(data)
+            if (batch := fields.get(BATCH_FIELD)) is not None:
+                events = decode_batch(batch)
+            elif (data := fields.get(MESSAGE_FIELD)) is not None:
+                events = [decode_event(data)]
+            else:
+                return
         except Exception:
             logger.warning("dropping undecodable event")
             return
+        for event in events:
+            self._route(event)
+
+    def _route(self, event: Event) -> None:
         queue = self._waiting.get(event.job_id)
         if queue is None:
             return

@@ -9,6 +9,8 @@
 --       free batch slots, cancel key prefix, cancel key suffix
 -- Returns {stream, entry id, payload} per job taken. Jobs past their start deadline or
 -- cancelled while waiting are acknowledged and dropped, without charge: never started.
+-- Either way a job leaves its tenant's waiting set (the entry's 'q') here, in the same
+-- step: the gateway need not remove it when the job starts.
 
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(ARGV[4])
@@ -41,6 +43,7 @@ for _, class in ipairs({{'interactive', KEYS[3]}, {'batch', KEYS[4]}}) do
       for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
       local deadline = tonumber(f['d']) or 0
       local cancelled = redis.call('EXISTS', ARGV[7] .. (f['i'] or '') .. ARGV[8]) == 1
+      if f['q'] and f['i'] then redis.call('ZREM', f['q'], f['i']) end
       if (deadline > 0 and deadline < now) or cancelled then
         redis.call('XACK', stream, group, entry[1])
         redis.call('XDEL', stream, entry[1])

@@ -3,7 +3,9 @@
 Imports neither litestar, sqlalchemy nor vllm (a unit test proves it): workers import this
 module without pulling in the gateway's web and database stack.
 
-Wire format: msgpack (msgspec) in the field ``m`` of a Redis stream entry. Never pickle.
+Wire format: msgpack (msgspec) in the field ``m`` of a Redis stream entry (a job, or one
+event), or in the field ``b`` (a msgpack array of events: what a worker wrote to one inbox in
+one engine step, in order). Never pickle.
 
     gateway ──enqueue.lua──▶ jobs stream (per model, priority class and tenant)
         ──pick.lua (least weighted service first)──▶ worker
@@ -22,6 +24,7 @@ KEY_PREFIX = "enclave"
 WORKER_GROUP = "workers"
 CANCEL_CHANNEL = f"{KEY_PREFIX}:cancel"
 MESSAGE_FIELD = b"m"
+BATCH_FIELD = b"b"
 
 
 Priority = Literal["interactive", "batch"]
@@ -126,6 +129,9 @@ class Job(msgspec.Struct, frozen=True, omit_defaults=True):
     """The W3C trace context (``traceparent``) of the request, when it is traced."""
     embed: EmbedInputs | None = None
     """The inputs of an ``embed`` job."""
+    reads_batches: bool = False
+    """The gateway reads inbox entries holding several events (``BATCH_FIELD``); to an
+    older one, which does not, the worker writes one entry per event."""
 
     @property
     def queue_name(self) -> str:
@@ -224,6 +230,7 @@ Event = Started | Delta | Finished | Failed | Embedded
 _job_encoder = msgspec.msgpack.Encoder()
 _job_decoder = msgspec.msgpack.Decoder(Job)
 _event_decoder = msgspec.msgpack.Decoder(Event)
+_batch_decoder = msgspec.msgpack.Decoder(list[Event])
 
 
 def encode(message: Job | Event) -> bytes:
@@ -236,6 +243,22 @@ def decode_job(data: bytes) -> Job:
 
 def decode_event(data: bytes) -> Event:
     return _event_decoder.decode(data)
+
+
+def encode_batch(encoded_events: list[bytes]) -> bytes:
+    """A msgpack array of events already encoded one by one (``encode``)."""
+    n = len(encoded_events)
+    if n < 16:
+        header = bytes((0x90 | n,))
+    elif n < 1 << 16:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    return header + b"".join(encoded_events)
+
+
+def decode_batch(data: bytes) -> list[Event]:
+    return _batch_decoder.decode(data)
 
 
 # Every Redis key is built here, under one prefix.
@@ -280,6 +303,39 @@ def work_channel(model: str) -> str:
 
 def inbox_key(gateway_id: str) -> str:
     return f"{KEY_PREFIX}:inbox:{gateway_id}"
+
+
+def gateways_key() -> str:
+    """SET of the ids of gateways that may hold accepted requests (sweepers look here)."""
+    return f"{KEY_PREFIX}:gateways"
+
+
+def gateway_alive_key(gateway_id: str) -> str:
+    """Set with a TTL and renewed by a live gateway; gone: the gateway is taken for dead."""
+    return f"{KEY_PREFIX}:gateway:{gateway_id}:alive"
+
+
+def gateway_accepted_key(gateway_id: str) -> str:
+    """HASH: the gateway's accepted requests without an outcome record yet, request id ->
+    what a sweeper needs to write their outcome (``gateway.custody``)."""
+    return f"{KEY_PREFIX}:gateway:{gateway_id}:accepted"
+
+
+def gateway_sweeping_key(gateway_id: str) -> str:
+    """HASH: a dead gateway's accepted requests a sweeper took, until their outcomes are
+    committed."""
+    return f"{KEY_PREFIX}:gateway:{gateway_id}:sweeping"
+
+
+def gateway_sweeper_key(gateway_id: str) -> str:
+    """The id of the gateway sweeping ``gateway_id``'s requests, with a TTL it renews."""
+    return f"{KEY_PREFIX}:gateway:{gateway_id}:sweeper"
+
+
+def gateway_fence_key(gateway_id: str) -> str:
+    """Set when a sweeper took the gateway's requests: the gateway must not write their
+    outcomes any more."""
+    return f"{KEY_PREFIX}:gateway:{gateway_id}:fenced"
 
 
 def streamed_flag_key(job_id: str) -> str:

@@ -20,8 +20,7 @@ from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.queue.protocol import (
     BACKLOG_KEY_PREFIX,
@@ -40,6 +39,7 @@ from gateway.queue.protocol import (
     service_key,
     work_channel,
 )
+from gateway.redis_batch import CommandBatcher
 
 QUEUED_GRACE_S = 60
 BYTES_PER_TOKEN = 4
@@ -64,13 +64,17 @@ class Taken:
 
 
 class Scheduler:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, batcher: CommandBatcher | None = None) -> None:
+        """With ``batcher``, enqueues made in one event-loop turn share a round trip."""
         self._redis = redis
+        self._batcher = batcher
         self._enqueue: Any = redis.register_script(_script("enqueue.lua"))
         self._pick: Any = redis.register_script(_script("pick.lua"))
 
-    async def enqueue(self, job: Job) -> bytes:
-        """Queue ``job``; its tenant's waiting jobs are tracked until ``job.start_by``."""
+    async def enqueue(self, job: Job, registry: tuple[str, bytes] | None = None) -> bytes:
+        """Queue ``job``; its tenant's waiting jobs are tracked until ``job.start_by``. With
+        ``registry`` (a hash key and a value), the job's id is set in that hash in the same
+        atomic step (a gateway's registry of accepted requests, ``gateway.custody``)."""
         keys = [
             jobs_stream_key(job.model, job.priority, job.queue_name),
             queues_key(job.model),
@@ -80,7 +84,7 @@ class Scheduler:
             queued_key(job.model, job.tenant),
         ]
         expire_at = int(job.start_by) + QUEUED_GRACE_S if job.start_by else 0
-        args = [
+        args: list[Any] = [
             job.queue_name,
             encode(job),
             job.id,
@@ -92,6 +96,18 @@ class Scheduler:
             expire_at,
             WORKER_GROUP,
         ]
+        if registry is not None:
+            keys.append(registry[0])
+            args.append(registry[1])
+        if self._batcher is not None:
+            sha: str = self._enqueue.sha
+            try:
+                batched: bytes = await self._batcher.call(
+                    lambda p: p.evalsha(sha, len(keys), *keys, *args)
+                )
+                return batched
+            except NoScriptError:  # a restarted Redis: the call below loads it again
+                pass
         entry_id: bytes = await self._enqueue(keys=keys, args=args)
         return entry_id
 
@@ -117,11 +133,11 @@ class Scheduler:
         return [Taken(stream.decode(), entry_id, payload) for stream, entry_id, payload in taken]
 
 
-def charge(pipe: Pipeline, job: Job, tokens: int) -> None:
-    """Add ``tokens`` (negative: a refund) served to the job's queue's counter."""
-    if tokens:
-        weight = job.weight if job.weight > 0 else 1.0
-        pipe.hincrbyfloat(service_key(job.model), job.queue_name, tokens / weight)
+def charge(job: Job, tokens: int) -> tuple[str, str, float]:
+    """What serving ``tokens`` (negative: a refund) adds to which counter: the HASH key, the
+    job's queue in it, and the weighted amount (``HINCRBYFLOAT``)."""
+    weight = job.weight if job.weight > 0 else 1.0
+    return service_key(job.model), job.queue_name, tokens / weight
 
 
 async def waiting(redis: Redis, model: str) -> int:

@@ -6,6 +6,18 @@ and tokens per minute in an exact sliding minute, concurrent requests as leases 
 Tokens are reserved at admission (prompt plus the requested maximum) and corrected to the
 true usage by ``settle``. The decision carries what the ``x-ratelimit-*`` headers report:
 the tightest scope's limit, remaining and reset, for requests and for tokens.
+
+Keys, all under ``enclave:quota:`` and built here only:
+
+- ``<scope>:requests``, ``:tokens``, ``:amounts``, ``:leases`` — the sliding minute and the
+  concurrency leases of a scope (``tenant:<id>``, ``user:<id>``, ``key:<id>``), written
+  only for the kinds of limit the scope has.
+- ``<scope>:day:<YYYY-MM-DD>``, ``<scope>:month:<YYYY-MM>`` — tokens counted against the
+  scope's daily and monthly budgets (only while it has one).
+- ``tenant:<id>:hour:<YYYY-MM-DDTHH>`` — a hash of the tenant's usage in that UTC hour,
+  ``tokens`` (prompt plus completion, as settled) and ``requests`` (admitted requests that
+  ended in that hour, whatever their outcome), for every tenant whether limited or not;
+  written by ``settle`` in its one round trip, kept ``USAGE_TTL_S`` (48 h).
 """
 
 from __future__ import annotations
@@ -19,9 +31,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.redis_batch import CommandBatcher
+
 LEASE_TTL_S = 30.0
 PREFIX = "enclave:quota:"
 KEYS_PER_SCOPE = 6
+USAGE_TTL_S = 48 * 3600
 
 
 def _script(name: str) -> str:
@@ -88,6 +103,8 @@ class Reservation:
     request_id: str
     tokens: int
     keys: tuple[str, ...]
+    tenant_id: str | None = None
+    """Whose hourly usage the request counts in when it settles (None: nobody's)."""
 
 
 def calendar_ends(now: datetime) -> tuple[int, int]:
@@ -96,6 +113,11 @@ def calendar_ends(now: datetime) -> tuple[int, int]:
     last = calendar.monthrange(now.year, now.month)[1]
     month = datetime(now.year, now.month, last, tzinfo=UTC) + timedelta(days=1)
     return int(day.timestamp()), int(month.timestamp())
+
+
+def tenant_scope(tenant_id: str) -> str:
+    """The name of a tenant's total's scope (its keys' base)."""
+    return f"tenant:{tenant_id}"
 
 
 def scope_keys(scope: Scope, now: datetime, prefix: str = PREFIX) -> list[str]:
@@ -110,6 +132,11 @@ def scope_keys(scope: Scope, now: datetime, prefix: str = PREFIX) -> list[str]:
     ]
 
 
+def usage_key(tenant_id: str, hour: datetime, prefix: str = PREFIX) -> str:
+    """The hash of a tenant's tokens and requests in the UTC hour holding ``hour``."""
+    return f"{prefix}{tenant_scope(tenant_id)}:hour:{hour.astimezone(UTC):%Y-%m-%dT%H}"
+
+
 class Admission:
     def __init__(
         self, redis: Redis, *, lease_ttl_s: float = LEASE_TTL_S, prefix: str = PREFIX
@@ -120,6 +147,7 @@ class Admission:
         self._admit: Any = redis.register_script(_script("admission.lua"))
         self._settle: Any = redis.register_script(_script("settle.lua"))
         self._renew: Any = redis.register_script(_script("renew.lua"))
+        self._batch = CommandBatcher(redis)
 
     async def admit(
         self,
@@ -128,11 +156,12 @@ class Admission:
         tokens: int,
         *,
         now: datetime | None = None,
+        tenant_id: str | None = None,
     ) -> tuple[Decision, Reservation | None]:
         """Decide on every limit at once; on admission, reserve ``tokens`` and a slot.
 
         ``now`` is for tests (a fake clock); by default the Redis server's clock is used,
-        the same for every replica.
+        the same for every replica. The request counts in ``tenant_id``'s hourly usage.
         """
         today = now or datetime.now(UTC)
         day_end, month_end = calendar_ends(today)
@@ -158,13 +187,36 @@ class Admission:
             requests=_window(*windows[0:3]),
             tokens=_window(*windows[3:6]),
         )
-        reservation = Reservation(request_id, tokens, tuple(keys)) if admitted else None
+        reservation = Reservation(request_id, tokens, tuple(keys), tenant_id) if admitted else None
         return decision, reservation
 
-    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
-        """Correct the reservation to ``used_tokens`` and release the concurrency slots."""
-        delta = used_tokens - reservation.tokens
-        await self._settle(keys=list(reservation.keys), args=[reservation.request_id, delta])
+    async def settle(
+        self, reservation: Reservation, used_tokens: int, *, now: datetime | None = None
+    ) -> None:
+        """Correct the reservation to ``used_tokens``, release the concurrency slots and add
+        the usage to its tenant's current hour (``now``'s, for tests), in one round trip."""
+        if not reservation.keys:  # no limit: only the hour's usage, batched with others'
+            if reservation.tenant_id is not None:
+                hour = now or datetime.now(UTC)
+                await self._count(usage_key(reservation.tenant_id, hour, self._prefix), used_tokens)
+            return
+        keys = list(reservation.keys)
+        args: list[int | str] = [reservation.request_id, used_tokens - reservation.tokens]
+        if reservation.tenant_id is not None:
+            hour = now or datetime.now(UTC)
+            keys.append(usage_key(reservation.tenant_id, hour, self._prefix))
+            args += [used_tokens, USAGE_TTL_S]
+        await self._settle(keys=keys, args=args)
+
+    async def _count(self, key: str, used_tokens: int) -> None:
+        """A request without limits in its tenant's hour: what settle.lua does for a
+        limited one, as plain commands in the pipeline concurrent requests share (no
+        script: a script in a pipeline costs a round trip of its own)."""
+        await self._batch.call_all(
+            lambda pipe: pipe.hincrby(key, "tokens", used_tokens),
+            lambda pipe: pipe.hincrby(key, "requests", 1),
+            lambda pipe: pipe.expire(key, USAGE_TTL_S),
+        )
 
     async def renew(self, reservations: Sequence[Reservation], now_ms: int | None = None) -> None:
         """Extend the leases of requests still running here (call every third of the TTL)."""

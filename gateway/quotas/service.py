@@ -14,8 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.auth.principal import Principal
 from gateway.db.models import Limit
+from gateway.db.row_cache import RowCache
 from gateway.errors import QuotaExhausted, QuotaUnavailable, RateLimited
-from gateway.quotas.admission import Admission, Decision, Limits, Reservation, Scope, Window
+from gateway.quotas.admission import (
+    Admission,
+    Decision,
+    Limits,
+    Reservation,
+    Scope,
+    Window,
+    tenant_scope,
+)
 from gateway.settings import QuotaSettings
 
 logger = logging.getLogger("enclave.quotas")
@@ -49,7 +58,7 @@ async def scopes_for(session: AsyncSession, principal: Principal) -> list[Scope]
     by_kind = {row.kind: limits_of(row) for row in rows}
     user = by_kind.get("user") or by_kind.get("tenant_user_default")
     candidates = [
-        (f"tenant:{principal.tenant_id}", by_kind.get("tenant")),
+        (tenant_scope(principal.tenant_id), by_kind.get("tenant")),
         (f"user:{principal.user_id}", user),
         (f"key:{principal.key_id}", by_kind.get("key")),
     ]
@@ -114,9 +123,11 @@ class Quotas:
         admission: Admission,
         sessions: async_sessionmaker[AsyncSession],
         settings: QuotaSettings,
+        cache: RowCache[list[Scope]] | None = None,
     ) -> None:
         self._admission = admission
         self._sessions = sessions
+        self._cache = cache
         self._settings = settings
         self._running: dict[str, Reservation] = {}
 
@@ -133,13 +144,19 @@ class Quotas:
         """Admit or raise RateLimited/QuotaExhausted (429) or QuotaUnavailable (503). The
         decision, for the headers; None when no limit applies (or Redis is away and the
         operator chose to fail open)."""
-        async with self._sessions() as session:
-            scopes = await scopes_for(session, principal)
-        if not scopes:
+        if self._cache is None:
+            scopes = await self._scopes(principal)
+        else:
+            scope_key = (principal.tenant_id, principal.user_id, principal.key_id)
+            scopes = await self._cache.get(scope_key, lambda: self._scopes(principal))
+        if not scopes:  # nothing to decide; its usage still counts when it settles
+            self._running[request_id] = Reservation(request_id, 0, (), principal.tenant_id)
             return None
         tokens = self.reservation_size(prompt, max_tokens)
         try:
-            decision, reservation = await self._admission.admit(request_id, scopes, tokens)
+            decision, reservation = await self._admission.admit(
+                request_id, scopes, tokens, tenant_id=principal.tenant_id
+            )
         except RedisError as exc:
             if self._settings.fail_open:
                 logger.warning("quota store unreachable (%s): admitting", type(exc).__name__)
@@ -153,8 +170,13 @@ class Quotas:
         self._running[request_id] = reservation
         return decision
 
+    async def _scopes(self, principal: Principal) -> list[Scope]:
+        async with self._sessions() as session:
+            return await scopes_for(session, principal)
+
     async def settle(self, request_id: str, used_tokens: int) -> None:
-        """Correct the reservation to the true usage, free the slot; never raises."""
+        """Correct the reservation to the true usage, free the slot, count the usage in the
+        tenant's current hour; never raises."""
         reservation = self._running.pop(request_id, None)
         if reservation is None:
             return

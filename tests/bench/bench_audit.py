@@ -17,18 +17,17 @@ import multiprocessing
 import os
 import statistics
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, make_url, select
+from sqlalchemy import func, select
 
 from gateway.audit.sequencer import run_sequencer, sequence_batch
 from gateway.audit.writer import PendingWriter
 from gateway.db.migrate import upgrade_to_head
 from gateway.db.models import AuditLogEntry, AuditPending
 from gateway.db.session import create_engine
-from tests.conftest import admin_connection
+from tests.conftest import create_database, drop_database
 
 WRITERS = 32
 DURATION_S = 10.0
@@ -104,16 +103,12 @@ def main() -> None:
     base = os.environ.get(
         "ENCLAVE_BENCH_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
     )
-    name = f"bench_audit_{uuid.uuid4().hex}"
-    with admin_connection(base) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    url = create_database(base, "bench_audit")
     try:
         upgrade_to_head(url)
         result = asyncio.run(bench(url))
     finally:
-        with admin_connection(base) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(base, url)
     for key, value in result.items():
         print(f"{key:>26}: {value:,.1f}")
     RESULTS_PATH.parent.mkdir(exist_ok=True)

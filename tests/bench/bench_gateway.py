@@ -23,18 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from sqlalchemy import make_url
+import psutil
 
 from gateway.demo import start_embedded_redis, stop_process
 from tests.bench.local import cli
-from tests.conftest import admin_connection
+from tests.conftest import create_database, drop_database
 from tests.processes import Processes, wait_for, worker_id_of
 
 MODEL = "instant"
@@ -53,6 +52,10 @@ class Row:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    gateway_cpu_ms: float
+    """CPU time the gateway process spent per request (user + system)."""
+    cpu_bound_rps: float
+    """Requests/s one gateway process could serve with a whole core: 1000 / gateway_cpu_ms."""
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -62,7 +65,12 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-async def drive(base_url: str, key: str, concurrency: int) -> Row:
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def drive(base_url: str, key: str, concurrency: int, gateway: psutil.Process) -> Row:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     headers = {"Authorization": f"Bearer {key}"}
     latencies: list[float] = []
@@ -85,9 +93,10 @@ async def drive(base_url: str, key: str, concurrency: int) -> Row:
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         tasks = [asyncio.create_task(client(session)) for _ in range(concurrency)]
         await asyncio.sleep(WARMUP_S)  # a warm-up period, not a synchronisation
-        measuring, started = True, time.monotonic()
+        measuring, started, cpu_started = True, time.monotonic(), cpu_seconds(gateway)
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
+        cpu_ms = (cpu_seconds(gateway) - cpu_started) * 1000 / max(1, len(latencies))
     ordered = sorted(latencies)
     return Row(
         concurrency=concurrency,
@@ -97,6 +106,8 @@ async def drive(base_url: str, key: str, concurrency: int) -> Row:
         p50_ms=percentile(ordered, 0.50) * 1000,
         p90_ms=percentile(ordered, 0.90) * 1000,
         p99_ms=percentile(ordered, 0.99) * 1000,
+        gateway_cpu_ms=cpu_ms,
+        cpu_bound_rps=1000 / cpu_ms if cpu_ms else float("nan"),
     )
 
 
@@ -105,14 +116,11 @@ def postgres_database() -> Iterator[str]:
     base = os.environ.get(
         "ENCLAVE_BENCH_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
     )
-    name = f"bench_gateway_{uuid.uuid4().hex}"
-    with admin_connection(base) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    url = create_database(base, "bench_gateway")
     try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with admin_connection(base) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(base, url)
 
 
 @contextmanager
@@ -227,17 +235,22 @@ def main() -> None:
             with instant_worker(env, redis_url, state / "worker.log"):
                 gateway, base_url = processes.gateway()
                 with profiled(gateway.pid):
-                    rows = [asyncio.run(drive(base_url, key, c)) for c in CONCURRENCIES]
+                    process = psutil.Process(gateway.pid)
+                    rows = [asyncio.run(drive(base_url, key, c, process)) for c in CONCURRENCIES]
         finally:
             processes.stop_all()
             redis_process.terminate()
             redis_process.wait()
     print("Gateway capacity (instant engine; audit on PostgreSQL; one gateway process)")
-    print(f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'CPU ms/req':>11} {'req/s per core':>15}"
+    )
     for row in rows:
         print(
             f"{row.concurrency:>8} {row.requests_per_s:>8.0f} {row.p50_ms:>8.1f} "
             f"{row.p90_ms:>8.1f} {row.p99_ms:>8.1f} {row.errors:>7}"
+            f" {row.gateway_cpu_ms:>11.2f} {row.cpu_bound_rps:>15.0f}"
         )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "gateway.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))

@@ -9,39 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 
-from redis.asyncio import Redis
-
-from gateway.settings import load_settings
 from tests.fakes.engine import FakeEngine
-from workers.consumer import Consumer
+from tests.fakes.worker_process import consume_until_signalled
 
 INSTANT_REPLY = "ok"
 CAPACITY = 256
 
 
 async def main(model: str) -> None:
-    settings = load_settings()
-    redis = Redis.from_url(settings.redis_url)
     engine = FakeEngine(reply=INSTANT_REPLY, capacity=CAPACITY, model=model, max_context=4096)
-    consumer = Consumer(
-        redis,
-        engine,
-        worker_id=f"instant-{os.getpid()}",
-        lease_timeout_s=settings.queue.lease_timeout_s,
-        worker_ttl_s=settings.queue.worker_ttl_s,
-        interactive_reserve=0,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await consumer.run(stop)
-    finally:
-        await redis.aclose()
+    await consume_until_signalled(engine, f"instant-{os.getpid()}")
 
 
 if __name__ == "__main__":

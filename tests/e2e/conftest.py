@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,6 @@ from urllib.parse import urlsplit
 
 import openai
 import pytest
-from sqlalchemy import make_url
 
 from gateway.audit.pseudonyms import load_or_create_pseudonym_key
 from gateway.auth.api_keys import create_key
@@ -26,9 +24,11 @@ from gateway.db.migrate import upgrade_to_head
 from gateway.db.session import create_engine, create_session_factory
 from gateway.settings import Settings
 from tests.audit_records import Logged, read_logged
-from tests.conftest import admin_connection
+from tests.conftest import create_database, drop_database
+from tests.e2e.browser import browser, page  # noqa: F401  (headless Chromium for the console)
+from tests.e2e.console_stack import console  # noqa: F401  (the console's deployment)
 from tests.integration.sso import provider_settings
-from tests.oidc_provider import OidcProvider
+from tests.oidc_provider import ENCLAVE_AUDIENCE, OidcProvider
 from tests.otlp_receiver import OtlpReceiver, otlp_receiver
 from tests.processes import DEMO_MODEL, EMBEDDING_MODEL, Processes, worker_env
 from workers.models import pull_model
@@ -99,19 +99,21 @@ def e2e_redis_url(redis_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def e2e_database_url(postgres_url: str) -> Iterator[str]:
-    name = f"e2e_{uuid.uuid4().hex}"
-    with admin_connection(postgres_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    url = create_database(postgres_url, "e2e")
     upgrade_to_head(url)
     yield url
-    with admin_connection(postgres_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(postgres_url, url)
 
 
 def issuers_env(provider: OidcProvider) -> str:
-    """ENCLAVE_OIDC__ISSUERS trusting the real provider, as an operator would write it."""
-    issuer = provider_settings(provider)
+    """ENCLAVE_OIDC__ISSUERS trusting the real provider, as an operator would write it, with
+    the compliance console's client."""
+    issuer = provider_settings(provider).model_copy(
+        update={
+            "console_client_id": provider.console_client_id,
+            "console_resource": ENCLAVE_AUDIENCE,
+        }
+    )
     document = issuer.model_dump(mode="json")
     secret = issuer.introspection_client_secret
     document["introspection_client_secret"] = secret.get_secret_value() if secret else None

@@ -120,9 +120,17 @@ class Load:
     until ``stop``; ``replies`` grows as requests end."""
 
     def __init__(
-        self, client: httpx.AsyncClient, key: str, clients: int, *, pause_after_503_s: float = 0.1
+        self,
+        client: httpx.AsyncClient,
+        key: str,
+        clients: int,
+        *,
+        pause_after_503_s: float = 0.1,
+        is_stopped_by_failure: bool = False,
     ) -> None:
         self._client = client
+        self._is_stopped_by_failure = is_stopped_by_failure
+        """A client whose request got no HTTP answer (its server is gone) sends no more."""
         self._key = key
         self._clients = clients
         self._pause_after_503_s = pause_after_503_s
@@ -161,6 +169,8 @@ class Load:
         while not self._stopping.is_set():
             reply = await stream_chat(self._client, self._key, on_chunk=self._count)
             self.replies.append(reply)
+            if reply.failure is not None and self._is_stopped_by_failure:
+                return
             if reply.status == 503:  # a client's think time, not a synchronisation
                 await asyncio.sleep(self._pause_after_503_s)
 

@@ -31,7 +31,7 @@ from tests.faults.load import (
     text_faults,
 )
 from tests.faults.servers import RestartableRedis
-from tests.integration.stack import open_stack
+from tests.integration.stack import open_stack, run_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,25 @@ async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
     make_postgres_url: Callable[[], str], tmp_path: Path, how: str, start_load: StartLoad
 ) -> None:
     """Stopped cleanly (SIGTERM), killed (SIGKILL: connections reset mid-command), or hung
-    (SIGSTOP, then SIGCONT: connections stay open and nothing answers meanwhile)."""
+    (SIGSTOP, then SIGCONT: connections stay open and nothing answers meanwhile). Two
+    workers: the outage outlasts the lease, so once Redis is back each sees the other's
+    running jobs idle past it, and must leave them to their worker."""
     redis_server = RestartableRedis(tmp_path)
     redis_server.start()
-    engine = FakeEngine(reply=numbered_reply, step_delay_s=0.05, capacity=64, max_context=4096)
+    engine = FakeEngine(reply=numbered_reply, step_delay_s=0.05, capacity=32, max_context=4096)
+    other = FakeEngine(reply=numbered_reply, step_delay_s=0.05, capacity=32, max_context=4096)
     try:
-        async with open_stack(make_postgres_url(), redis_server.url, engine) as stack:
+        async with (
+            open_stack(make_postgres_url(), redis_server.url, engine) as stack,
+            run_consumer(stack.redis, other, worker_id="worker-2"),
+        ):
             key = await stack.key()
             load = start_load(stack.client, key, CLIENTS)
-            await poll(lambda: engine.num_unfinished() >= 30, timeout_s=30, what="30 streams")
+            await poll(
+                lambda: engine.num_unfinished() >= 10 and other.num_unfinished() >= 10,
+                timeout_s=30,
+                what="streams on both workers",
+            )
 
             if how == "freeze":
                 redis_server.freeze()
@@ -91,7 +101,7 @@ async def test_redis_restarted_under_load_loses_and_duplicates_nothing(
             assert [r.error for r in accepted_streams if not r.is_complete] == []
             assert text_faults(replies) == []
             assert recovery_s < RECOVERY_BOUND_S
-            assert probe.is_complete, probe
+            assert probe.is_complete, (probe.status, probe.error)
             await poll(
                 lambda: no_pending_jobs(stack.redis),
                 timeout_s=5,

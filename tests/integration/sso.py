@@ -20,7 +20,11 @@ from tests.integration.stack import Stack, open_stack
 from tests.issuer_server import IssuerServer
 from tests.oidc_provider import ENCLAVE_AUDIENCE, OidcProvider
 
-ROLE_MAP = {"enclave-admins": "tenant_admin", "enclave-auditors": "auditor"}
+ROLE_MAP = {
+    "enclave-admins": "tenant_admin",
+    "enclave-auditors": "auditor",
+    "enclave-platform-admins": "platform_admin",
+}
 INTROSPECTING_CLIENT = "radiology-service"
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -191,7 +191,10 @@ async def open_stack(
                 redis,
                 engine,
                 db,
-                create_session_factory(db),
+                # The test's writes drop the app's row caches as the app's own would: tests
+                # not about the cache need not wait for PostgreSQL's notification to arrive
+                # (tests/integration/test_row_cache.py writes from elsewhere, and waits).
+                create_session_factory(db, after_write_commit=app.state.row_changes.changed),
                 audit_db,
                 key,
                 f"http://127.0.0.1:{management_port}" if management_port else "",

@@ -151,3 +151,22 @@ async def test_the_redis_clock_is_used_when_none_is_given(admission: Admission) 
     assert refused.reason == "requests_per_minute"
     assert refused.retry_after_s is not None
     assert 59 < refused.retry_after_s <= 60
+
+
+async def test_settling_adds_the_true_usage_to_the_tenants_hour(
+    admission: Admission, redis_client: Redis
+) -> None:
+    _, limited = await admission.admit(
+        "a", [tenant(tokens_per_minute=5000)], 1000, now=at(0), tenant_id="t1"
+    )
+    _, unlimited = await admission.admit("b", [], 0, now=at(3590), tenant_id="t1")
+    assert limited is not None
+    assert unlimited is not None
+    await admission.settle(limited, 120, now=at(30))
+    await admission.settle(unlimited, 45, now=at(3605))  # ends in the next hour
+
+    noon = "enclave:quota:tenant:t1:hour:2026-11-30T12"
+    one = "enclave:quota:tenant:t1:hour:2026-11-30T13"
+    assert await redis_client.hgetall(noon) == {b"tokens": b"120", b"requests": b"1"}
+    assert await redis_client.hgetall(one) == {b"tokens": b"45", b"requests": b"1"}
+    assert 47 * 3600 < await redis_client.ttl(noon) <= 48 * 3600

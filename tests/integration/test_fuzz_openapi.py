@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,9 +22,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from sqlalchemy import make_url
 
-from tests.conftest import admin_connection
+from tests.conftest import create_database, drop_database
 from tests.fakes.engine import FakeEngine
 from tests.integration.stack import open_stack
 
@@ -54,10 +52,7 @@ class Findings:
 @pytest.fixture(scope="module")
 def served(postgres_url: str, redis_url: str) -> Iterator[Served]:
     """The app on a real HTTP server, run by an event loop in another thread."""
-    name = f"test_{uuid.uuid4().hex}"
-    with admin_connection(postgres_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database_url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    database_url = create_database(postgres_url, "test")
     stop = threading.Event()
     started = threading.Event()
     result: dict[str, Any] = {}
@@ -87,8 +82,7 @@ def served(postgres_url: str, redis_url: str) -> Iterator[Served]:
     finally:
         stop.set()
         thread.join(60)
-        with admin_connection(postgres_url) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(postgres_url, database_url)
 
 
 def envelope_problem(path: str, status: int, body: Any) -> str | None:

@@ -27,10 +27,12 @@ from gateway.queue.protocol import (
     Started,
     cancel_key,
     decode_job,
+    queued_key,
     queues_key,
     service_key,
 )
 from gateway.queue.schedule import Scheduler, waiting
+from gateway.redis_batch import CommandBatcher
 from gateway.settings import QueueSettings
 from tests.fakes.engine import FakeEngine
 from tests.integration.stack import Stack, open_stack, run_consumer
@@ -159,6 +161,34 @@ async def test_jobs_past_their_deadline_or_cancelled_are_dropped_and_not_charged
     assert [j.id for j in await take(scheduler, free=3)] == ["ok"]
     assert await counter(redis_client, "tenant-a") == 7
     assert await waiting(redis_client, MODEL) == 0
+
+
+async def test_a_job_leaves_its_tenants_waiting_set_when_a_worker_takes_or_drops_it(
+    redis_client: Redis,
+) -> None:
+    scheduler = Scheduler(redis_client)
+    deadline = time.time() + 60
+    await scheduler.enqueue(job("taken", "tenant-a", start_by=deadline))
+    await scheduler.enqueue(job("gone", "tenant-a", start_by=deadline))
+    await scheduler.enqueue(job("later", "tenant-a", start_by=deadline))
+    await redis_client.set(cancel_key("gone"), b"1")
+    waiting_set = queued_key(MODEL, "tenant-a")
+    assert await redis_client.zcard(waiting_set) == 3
+    assert [j.id for j in await take(scheduler, free=1)] == ["taken"]
+    assert await redis_client.zrange(waiting_set, 0, -1) == [b"gone", b"later"]
+    assert [j.id for j in await take(scheduler, free=1)] == ["later"]  # "gone" dropped
+    assert await redis_client.zcard(waiting_set) == 0
+
+
+async def test_batched_enqueues_survive_a_redis_that_forgot_its_scripts(
+    redis_client: Redis,
+) -> None:
+    scheduler = Scheduler(redis_client, CommandBatcher(redis_client))
+    await scheduler.enqueue(job("before", "tenant-a"))
+    await redis_client.script_flush()  # as after a restart without persistence
+    await asyncio.gather(*(scheduler.enqueue(job(f"after-{i}", "tenant-a")) for i in range(3)))
+    taken = [j.id for j in await take(scheduler, free=10)]
+    assert sorted(taken) == ["after-0", "after-1", "after-2", "before"]  # each exactly once
 
 
 async def test_concurrent_workers_take_every_job_exactly_once(redis_client: Redis) -> None:

@@ -2,7 +2,9 @@
 //
 // Started by tests/oidc_provider.py with PORT and CONTROL_TOKEN in the environment; the issuer
 // is http://127.0.0.1:PORT. Clients, the extra token claims of clients and of users (any login
-// passes devInteractions; those in "users" get a tenant and groups) and the resource servers
+// passes devInteractions; those in "users" get a tenant and groups), the console's client
+// (authorization code + PKCE on a loopback redirect URI, and RP-initiated logout back to a
+// loopback URI; rpInitiatedLogout is on by default) and the resource servers
 // come from clients.json (which the Python harness reads too). Signing keys (RS256 + ES256)
 // are generated here at start, never written to disk.
 //
@@ -55,6 +57,18 @@ function buildProvider(keys) {
         response_types: [],
         redirect_uris: [],
       },
+      // The compliance console: authorization code + PKCE, a public client. Native, so its
+      // loopback redirect URI matches on any port (RFC 8252 7.3): test gateways listen on
+      // free ports chosen after this provider started.
+      {
+        client_id: config.console.client_id,
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        redirect_uris: [config.console.redirect_uri],
+        post_logout_redirect_uris: [config.console.post_logout_redirect_uri],
+      },
     ],
     jwks: { keys },
     cookies: { keys: [randomBytes(32).toString('hex')] },
@@ -62,7 +76,7 @@ function buildProvider(keys) {
       clientCredentials: { enabled: true },
       introspection: { enabled: true, allowedPolicy: async () => true },
       deviceFlow: { enabled: true },
-      devInteractions: { enabled: true }, // login form for the device flow; any user, any password
+      devInteractions: { enabled: true }, // login forms (device flow, console); any user, any password
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => undefined, // no resource asked for: an opaque token

@@ -47,6 +47,28 @@ def test_a_matching_document_gives_its_endpoints() -> None:
     assert metadata.introspection_endpoint is None
 
 
+def test_the_authorization_endpoint_is_kept_only_on_an_allowed_host() -> None:
+    """Only the console's sign-in uses it: a foreign one is dropped, never fatal to tokens."""
+    auth = "https://idp.example.org/realms/hospital/protocol/openid-connect/auth"
+    kept = parse_discovery(document(authorization_endpoint=auth), configured_issuer=ISSUER)
+    assert kept.authorization_endpoint == auth
+    for foreign in ("https://evil.example.org/auth", "http://idp.example.org/auth", 42):
+        dropped = parse_discovery(
+            document(authorization_endpoint=foreign), configured_issuer=ISSUER
+        )
+        assert dropped.authorization_endpoint is None
+        assert dropped.jwks_uri.endswith("/certs")
+
+
+def test_the_end_session_endpoint_is_kept_only_on_an_allowed_host() -> None:
+    logout = "https://idp.example.org/realms/hospital/protocol/openid-connect/logout"
+    kept = parse_discovery(document(end_session_endpoint=logout), configured_issuer=ISSUER)
+    assert kept.end_session_endpoint == logout
+    for foreign in ("https://evil.example.org/logout", "http://idp.example.org/logout", None):
+        dropped = parse_discovery(document(end_session_endpoint=foreign), configured_issuer=ISSUER)
+        assert dropped.end_session_endpoint is None
+
+
 @pytest.mark.parametrize(
     "issuer",
     [ISSUER + "/", "https://evil.example.org/realms/hospital", ISSUER.upper(), None, 42],

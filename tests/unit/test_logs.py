@@ -12,7 +12,12 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.logs import JsonFormatter, request_context, write_vllm_logging_config
+from gateway.logs import (
+    JsonFormatter,
+    configure_logging,
+    request_context,
+    write_vllm_logging_config,
+)
 
 
 @pytest.fixture
@@ -91,3 +96,24 @@ def test_vllms_loggers_get_the_same_json_lines(vllm_logger_restored: logging.Log
         "engine core ready",
         "cmpl-7",
     )
+
+
+def test_the_configured_handler_writes_to_stderr_as_it_is_at_each_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream swapped after configuration (pytest's capture, an embedding program) gets
+    the line; the one it replaced may be closed by then and must not be written to."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "json")
+        first, second = io.StringIO(), io.StringIO()
+        monkeypatch.setattr("sys.stderr", first)
+        logging.getLogger("test.logs.stderr").info("one")
+        first.close()
+        monkeypatch.setattr("sys.stderr", second)
+        logging.getLogger("test.logs.stderr").info("two")
+        assert [line["message"] for line in lines(second)] == ["two"]
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -62,6 +62,14 @@ def test_events_round_trip_as_their_own_type(event: protocol.Event) -> None:
     assert type(decoded) is type(event)
 
 
+@pytest.mark.parametrize("count", [1, 15, 16, 65_535, 65_536])
+def test_a_batch_of_events_round_trips_in_order_across_every_array_header(count: int) -> None:
+    events: list[protocol.Event] = [Delta(f"j{i % 3}", str(i), i, seq=i + 1) for i in range(count)]
+    events[-1] = Finished("j0", "stop", 12, count)
+    decoded = protocol.decode_batch(protocol.encode_batch([protocol.encode(e) for e in events]))
+    assert decoded == events
+
+
 def test_decoding_rejects_a_pickle_or_garbage() -> None:
     with pytest.raises(msgspec.DecodeError):
         protocol.decode_job(b"\x80\x04\x95garbage")

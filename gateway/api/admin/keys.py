@@ -24,10 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.api.admin.bodies import MAX_BODY_BYTES, described_body, read_json
 from gateway.api.admin.pages import DEFAULT_LIMIT, After, Limit, page
-from gateway.api.admin.scope import BEARER, admin_call, key_in_scope, user_in_scope
-from gateway.api.intake import record_action
+from gateway.api.admin.scope import (
+    BEARER,
+    AdminScope,
+    admin_call,
+    key_in_scope,
+    user_in_scope,
+)
+from gateway.api.intake import Intake, record_action
 from gateway.api.personal_keys import created_key, key_info, key_name, revoke
-from gateway.auth.api_keys import add_key
+from gateway.auth.api_keys import NewKey, add_key
 from gateway.auth.authenticator import Authenticator
 from gateway.db.models import ApiKey, User
 from gateway.errors import InvalidRequest, PermissionDenied
@@ -50,6 +56,63 @@ def service_key_expiry(days: int | None) -> datetime | None:
     return datetime.now(UTC) + timedelta(days=days)
 
 
+async def create_service_key(
+    session: AsyncSession,
+    inference: InferenceService,
+    intake: Intake,
+    scope: AdminScope,
+    body: ServiceKeyRequest,
+) -> NewKey:
+    """A service key for a service account within reach; recorded, then committed (the
+    API and the console both create keys with this)."""
+    expires_at = service_key_expiry(body.expires_in_days)
+    name = key_name(body.name)
+    user = await user_in_scope(session, scope, body.user_id, param="user_id")
+    scope.require_may_manage(user)
+    if user.issuer is not None:
+        raise PermissionDenied(
+            "Service keys belong to service accounts (POST /admin/v1/users). "
+            "A person makes their own key with `enclave login`, so that what is "
+            "sent with it is theirs.",
+            code="service_key_for_person",
+            param="user_id",
+        )
+    new = await add_key(session, user, name=name, expires_at=expires_at, kind="service")
+    await record_action(
+        inference,
+        intake,
+        target=f"api_key:{new.key_id}",
+        change={
+            "action": "create_key",
+            "kind": "service",
+            "tenant_id": user.tenant_id,
+            "user_id": user.id,
+            "name": name,
+            "prefix": new.prefix,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+        status=201,
+    )
+    await session.commit()
+    return new
+
+
+async def revoke_in_scope(
+    session: AsyncSession,
+    inference: InferenceService,
+    intake: Intake,
+    scope: AdminScope,
+    key_id: str,
+) -> ApiKey:
+    """Revoke a key within reach (recorded before the commit); revoking again changes nothing."""
+    key = await key_in_scope(session, scope, key_id, for_update=True)
+    owner = await session.get(User, key.user_id)
+    if owner is not None:
+        scope.require_may_manage(owner)
+    await revoke(session, key, inference, intake)
+    return key
+
+
 class AdminKeysController(Controller):
     path = KEYS
     tags = ("admin",)
@@ -67,36 +130,8 @@ class AdminKeysController(Controller):
         """A service key for a user within reach; ``key`` is shown in this answer only."""
         async with admin_call(request, inference, authenticator, KEYS) as (intake, scope):
             body = await read_json(request, ServiceKeyRequest)
-            expires_at = service_key_expiry(body.expires_in_days)
-            name = key_name(body.name)
             async with sessions() as session:
-                user = await user_in_scope(session, scope, body.user_id, param="user_id")
-                scope.require_may_manage(user)
-                if user.issuer is not None:
-                    raise PermissionDenied(
-                        "Service keys belong to service accounts (POST /admin/v1/users). "
-                        "A person makes their own key with `enclave login`, so that what is "
-                        "sent with it is theirs.",
-                        code="service_key_for_person",
-                        param="user_id",
-                    )
-                new = await add_key(session, user, name=name, expires_at=expires_at, kind="service")
-                await record_action(
-                    inference,
-                    intake,
-                    target=f"api_key:{new.key_id}",
-                    change={
-                        "action": "create_key",
-                        "kind": "service",
-                        "tenant_id": user.tenant_id,
-                        "user_id": user.id,
-                        "name": name,
-                        "prefix": new.prefix,
-                        "expires_at": expires_at.isoformat() if expires_at else None,
-                    },
-                    status=201,
-                )
-                await session.commit()
+                new = await create_service_key(session, inference, intake, scope, body)
         return created_key(new.plaintext, new.record)
 
     @get("")
@@ -152,9 +187,5 @@ class AdminKeysController(Controller):
             admin_call(request, inference, authenticator, KEY) as (intake, scope),
             sessions() as session,
         ):
-            key = await key_in_scope(session, scope, key_id, for_update=True)
-            owner = await session.get(User, key.user_id)
-            if owner is not None:
-                scope.require_may_manage(owner)
-            await revoke(session, key, inference, intake)
+            key = await revoke_in_scope(session, inference, intake, scope, key_id)
         return key_info(key)

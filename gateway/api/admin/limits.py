@@ -30,7 +30,7 @@ from gateway.api.admin.scope import (
     tenant_in_scope,
     user_in_scope,
 )
-from gateway.api.intake import record_action
+from gateway.api.intake import Intake, record_action
 from gateway.auth.authenticator import Authenticator
 from gateway.db.models import Limit
 from gateway.db.models.limits import SCOPE_KINDS
@@ -92,6 +92,34 @@ def checked(body: LimitsBody) -> dict[str, int | None]:
     return values
 
 
+async def store_limits(
+    session: AsyncSession,
+    inference: InferenceService,
+    intake: Intake,
+    kind: str,
+    canonical: str,
+    values: dict[str, int | None],
+) -> Limit:
+    """Set every limit of a scope already in reach (``scope_in_reach``, writing) to the
+    ``checked`` values; audited (``admin``, ``set_limits``), then committed."""
+    row = await session.get(Limit, (kind, canonical), with_for_update=True)
+    old = {name: getattr(row, name) for name in FIELDS} if row else None
+    if row is None:
+        row = Limit(kind=kind, scope_id=canonical)
+        session.add(row)
+    for name, value in values.items():
+        setattr(row, name, value)
+    row.updated_at = datetime.now(UTC)
+    await record_action(
+        inference,
+        intake,
+        target=f"{kind}:{canonical}",
+        change={"action": "set_limits", "old": old, "new": values},
+    )
+    await session.commit()
+    return row
+
+
 class AdminLimitsController(Controller):
     path = LIMITS
     tags = ("admin",)
@@ -133,21 +161,7 @@ class AdminLimitsController(Controller):
         ):
             canonical = await scope_in_reach(session, scope, kind, scope_id, writing=True)
             values = checked(await read_json(request, LimitsBody))
-            row = await session.get(Limit, (kind, canonical), with_for_update=True)
-            old = {name: getattr(row, name) for name in FIELDS} if row else None
-            if row is None:
-                row = Limit(kind=kind, scope_id=canonical)
-                session.add(row)
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.updated_at = datetime.now(UTC)
-            await record_action(
-                inference,
-                intake,
-                target=f"{kind}:{canonical}",
-                change={"action": "set_limits", "old": old, "new": values},
-            )
-            await session.commit()
+            row = await store_limits(session, inference, intake, kind, canonical, values)
             return info(kind, canonical, row)
 
     @delete("", status_code=200)

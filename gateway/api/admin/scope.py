@@ -57,9 +57,12 @@ class AdminScope:
             f"You may not {action}; another administrator must do it.", code="self_change_refused"
         )
 
-    def require_may_manage(self, user: User) -> None:
+    def may_manage(self, user: User) -> bool:
         """A platform_admin is managed by platform_admins only (no tenant-level takeover)."""
-        if "platform_admin" in user.roles:
+        return self.principal.is_platform_admin or "platform_admin" not in user.roles
+
+    def require_may_manage(self, user: User) -> None:
+        if not self.may_manage(user):
             self.require_platform_admin("manage a platform_admin or its keys")
 
 

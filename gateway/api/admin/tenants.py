@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.api.admin.bodies import MAX_BODY_BYTES, described_body, read_json
 from gateway.api.admin.pages import DEFAULT_LIMIT, After, Limit, page
-from gateway.api.admin.scope import BEARER, admin_call, tenant_in_scope
-from gateway.api.intake import record_action
+from gateway.api.admin.scope import BEARER, AdminScope, admin_call, tenant_in_scope
+from gateway.api.intake import Intake, record_action
 from gateway.auth.authenticator import Authenticator
 from gateway.db.models import Tenant
 from gateway.errors import Conflict, InvalidRequest
@@ -118,6 +118,100 @@ def settings_changes(tenant: Tenant, body: TenantUpdate) -> dict[str, Any]:
     return changes
 
 
+async def add_tenant(
+    session: AsyncSession, inference: InferenceService, intake: Intake, scope: AdminScope, name: str
+) -> Tenant:
+    """A new tenant (platform_admin) allowed every model; recorded, then committed (the API
+    and the console both create tenants with this)."""
+    scope.require_platform_admin("create tenants")
+    name = tenant_name(name)
+    tenant = Tenant(
+        id=str(uuid.uuid4()),
+        name=name,
+        created_at=datetime.now(UTC),
+        is_disabled=False,
+        allowed_models=None,
+    )
+    session.add(tenant)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict(f"A tenant named {name!r} exists already.", code="tenant_exists") from None
+    await record_action(
+        inference,
+        intake,
+        target=f"tenant:{tenant.id}",
+        change={"action": "create_tenant", "name": name},
+        status=201,
+    )
+    await session.commit()
+    return tenant
+
+
+async def tenant_to_change(
+    session: AsyncSession, scope: AdminScope, tenant_id: str, action: str
+) -> Tenant:
+    """A tenant within reach, locked for a change only a platform_admin may make: 404 out of
+    reach, then 403 for a tenant_admin (before any body is read)."""
+    tenant = await tenant_in_scope(session, scope, tenant_id, for_update=True)
+    scope.require_platform_admin(action)
+    return tenant
+
+
+async def apply_tenant_update(
+    session: AsyncSession,
+    inference: InferenceService,
+    intake: Intake,
+    scope: AdminScope,
+    tenant: Tenant,
+    body: TenantUpdate,
+) -> None:
+    """Apply ``body`` to a tenant from ``tenant_to_change``: each change recorded, then
+    committed; nobody disables their own tenant."""
+    if body.is_disabled is not None and body.is_disabled != tenant.is_disabled:
+        if body.is_disabled and tenant.id == scope.principal.tenant_id:
+            scope.refuse_self_change("disable your own tenant")
+        change = {"old": tenant.is_disabled, "new": body.is_disabled}
+        tenant.is_disabled = body.is_disabled
+        await record_action(
+            inference,
+            intake,
+            target=f"tenant:{tenant.id}",
+            change={"action": "update_tenant", "is_disabled": change},
+        )
+        await session.commit()
+    if changes := settings_changes(tenant, body):
+        await record_action(
+            inference,
+            intake,
+            target=f"tenant:{tenant.id}",
+            change={"action": "update_tenant", **changes},
+        )
+        await session.commit()
+
+
+async def apply_model_access(
+    session: AsyncSession,
+    inference: InferenceService,
+    intake: Intake,
+    tenant: Tenant,
+    models: list[str] | None,
+) -> None:
+    """Set the allow-list of a tenant from ``tenant_to_change`` (None: every model); a
+    change is recorded, then committed."""
+    models = model_names(models)
+    if models != tenant.allowed_models:
+        change = {"old": tenant.allowed_models, "new": models}
+        tenant.allowed_models = models
+        await record_action(
+            inference,
+            intake,
+            target=f"tenant:{tenant.id}",
+            change={"action": "set_model_access", "allowed_models": change},
+        )
+        await session.commit()
+
+
 class AdminTenantsController(Controller):
     path = TENANTS
     tags = ("admin",)
@@ -134,31 +228,10 @@ class AdminTenantsController(Controller):
     ) -> TenantInfo:
         """Create a tenant (platform_admin). 409 tenant_exists if the name is taken."""
         async with admin_call(request, inference, authenticator, TENANTS) as (intake, scope):
-            scope.require_platform_admin("create tenants")
-            name = tenant_name((await read_json(request, TenantRequest)).name)
+            scope.require_platform_admin("create tenants")  # refused before the body is read
+            body = await read_json(request, TenantRequest)
             async with sessions() as session:
-                tenant = Tenant(
-                    id=str(uuid.uuid4()),
-                    name=name,
-                    created_at=datetime.now(UTC),
-                    is_disabled=False,
-                    allowed_models=None,
-                )
-                session.add(tenant)
-                try:
-                    await session.flush()
-                except IntegrityError:
-                    raise Conflict(
-                        f"A tenant named {name!r} exists already.", code="tenant_exists"
-                    ) from None
-                await record_action(
-                    inference,
-                    intake,
-                    target=f"tenant:{tenant.id}",
-                    change={"action": "create_tenant", "name": name},
-                    status=201,
-                )
-                await session.commit()
+                tenant = await add_tenant(session, inference, intake, scope, body.name)
         return tenant_info(tenant)
 
     @get("")
@@ -209,29 +282,9 @@ class AdminTenantsController(Controller):
             admin_call(request, inference, authenticator, TENANT) as (intake, scope),
             sessions() as session,
         ):
-            tenant = await tenant_in_scope(session, scope, tenant_id, for_update=True)
-            scope.require_platform_admin("change a tenant")
+            tenant = await tenant_to_change(session, scope, tenant_id, "change a tenant")
             body = await read_json(request, TenantUpdate)
-            if body.is_disabled is not None and body.is_disabled != tenant.is_disabled:
-                if body.is_disabled and tenant.id == scope.principal.tenant_id:
-                    scope.refuse_self_change("disable your own tenant")
-                change = {"old": tenant.is_disabled, "new": body.is_disabled}
-                tenant.is_disabled = body.is_disabled
-                await record_action(
-                    inference,
-                    intake,
-                    target=f"tenant:{tenant.id}",
-                    change={"action": "update_tenant", "is_disabled": change},
-                )
-                await session.commit()
-            if changes := settings_changes(tenant, body):
-                await record_action(
-                    inference,
-                    intake,
-                    target=f"tenant:{tenant.id}",
-                    change={"action": "update_tenant", **changes},
-                )
-                await session.commit()
+            await apply_tenant_update(session, inference, intake, scope, tenant, body)
         return tenant_info(tenant)
 
     @get("/{tenant_id:str}/models")
@@ -265,17 +318,9 @@ class AdminTenantsController(Controller):
             admin_call(request, inference, authenticator, TENANT_MODELS) as (intake, scope),
             sessions() as session,
         ):
-            tenant = await tenant_in_scope(session, scope, tenant_id, for_update=True)
-            scope.require_platform_admin("change a tenant's model access")
-            models = model_names((await read_json(request, ModelAccessUpdate)).models)
-            if models != tenant.allowed_models:
-                change = {"old": tenant.allowed_models, "new": models}
-                tenant.allowed_models = models
-                await record_action(
-                    inference,
-                    intake,
-                    target=f"tenant:{tenant.id}",
-                    change={"action": "set_model_access", "allowed_models": change},
-                )
-                await session.commit()
+            tenant = await tenant_to_change(
+                session, scope, tenant_id, "change a tenant's model access"
+            )
+            body = await read_json(request, ModelAccessUpdate)
+            await apply_model_access(session, inference, intake, tenant, body.models)
         return ModelAccess(tenant_id=tenant.id, models=tenant.allowed_models)

@@ -34,7 +34,7 @@ from gateway.api.admin.scope import (
     tenant_in_scope,
     user_in_scope,
 )
-from gateway.api.intake import record_action
+from gateway.api.intake import Intake, record_action
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.claims import ROLES
 from gateway.db.models import User
@@ -97,6 +97,81 @@ def user_changes(scope: AdminScope, user: User, body: UserUpdate) -> dict[str, A
     return changes
 
 
+async def add_service_user(
+    session: AsyncSession,
+    inference: InferenceService,
+    intake: Intake,
+    scope: AdminScope,
+    body: ServiceUserRequest,
+) -> User:
+    """A service account in a tenant within reach (a tenant_admin's own when none is named);
+    recorded, then committed (the API and the console both create them with this)."""
+    name = service_user_name(body.name)
+    tenant_id = body.tenant_id or scope.tenant_id
+    if tenant_id is None:
+        raise InvalidRequest("tenant_id is required.", param="tenant_id")
+    tenant = await tenant_in_scope(session, scope, tenant_id)
+    user = User(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant.id,
+        name=name,
+        created_at=datetime.now(UTC),
+        is_disabled=False,
+        idp_roles=[],
+        granted_roles=[],
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict(
+            f"A service account named {name!r} exists in this tenant.", code="user_exists"
+        ) from None
+    await record_action(
+        inference,
+        intake,
+        target=f"user:{user.id}",
+        change={"action": "create_service_user", "tenant_id": tenant.id, "name": name},
+        status=201,
+    )
+    await session.commit()
+    return user
+
+
+async def user_to_change(session: AsyncSession, scope: AdminScope, user_id: str) -> User:
+    """A user within reach, locked for a change, once the caller may manage them: 404 out of
+    reach, then 403 for a tenant_admin facing a platform_admin (before any body is read)."""
+    user = await user_in_scope(session, scope, user_id, for_update=True)
+    scope.require_may_manage(user)
+    return user
+
+
+async def apply_user_update(
+    session: AsyncSession,
+    inference: InferenceService,
+    intake: Intake,
+    scope: AdminScope,
+    user: User,
+    body: UserUpdate,
+) -> None:
+    """Apply ``body`` to a user from ``user_to_change``: recorded, then committed; nobody
+    disables themselves or changes their own roles (sending what is there changes nothing)."""
+    changes = user_changes(scope, user, body)
+    if not changes:
+        return
+    if user.id == scope.principal.user_id:
+        scope.refuse_self_change("disable yourself or change your own roles")
+    for field, values in changes.items():
+        setattr(user, field, values["new"])
+    await record_action(
+        inference,
+        intake,
+        target=f"user:{user.id}",
+        change={"action": "update_user", "tenant_id": user.tenant_id, **changes},
+    )
+    await session.commit()
+
+
 class AdminUsersController(Controller):
     path = USERS
     tags = ("admin",)
@@ -114,37 +189,8 @@ class AdminUsersController(Controller):
         """A service account in a tenant within reach, to hold service keys for scripts."""
         async with admin_call(request, inference, authenticator, USERS) as (intake, scope):
             body = await read_json(request, ServiceUserRequest)
-            name = service_user_name(body.name)
-            tenant_id = body.tenant_id or scope.tenant_id
-            if tenant_id is None:
-                raise InvalidRequest("tenant_id is required.", param="tenant_id")
             async with sessions() as session:
-                tenant = await tenant_in_scope(session, scope, tenant_id)
-                user = User(
-                    id=str(uuid.uuid4()),
-                    tenant_id=tenant.id,
-                    name=name,
-                    created_at=datetime.now(UTC),
-                    is_disabled=False,
-                    idp_roles=[],
-                    granted_roles=[],
-                )
-                session.add(user)
-                try:
-                    await session.flush()
-                except IntegrityError:
-                    raise Conflict(
-                        f"A service account named {name!r} exists in this tenant.",
-                        code="user_exists",
-                    ) from None
-                await record_action(
-                    inference,
-                    intake,
-                    target=f"user:{user.id}",
-                    change={"action": "create_service_user", "tenant_id": tenant.id, "name": name},
-                    status=201,
-                )
-                await session.commit()
+                user = await add_service_user(session, inference, intake, scope, body)
         return user_info(user)
 
     @get("")
@@ -197,19 +243,7 @@ class AdminUsersController(Controller):
             admin_call(request, inference, authenticator, USER) as (intake, scope),
             sessions() as session,
         ):
-            user = await user_in_scope(session, scope, user_id, for_update=True)
-            scope.require_may_manage(user)
-            changes = user_changes(scope, user, await read_json(request, UserUpdate))
-            if changes:
-                if user.id == scope.principal.user_id:
-                    scope.refuse_self_change("disable yourself or change your own roles")
-                for field, values in changes.items():
-                    setattr(user, field, values["new"])
-                await record_action(
-                    inference,
-                    intake,
-                    target=f"user:{user.id}",
-                    change={"action": "update_user", "tenant_id": user.tenant_id, **changes},
-                )
-                await session.commit()
+            user = await user_to_change(session, scope, user_id)
+            body = await read_json(request, UserUpdate)
+            await apply_user_update(session, inference, intake, scope, user, body)
         return user_info(user)
