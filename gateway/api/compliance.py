@@ -1,4 +1,4 @@
-"""The compliance API, for the ``auditor`` role.
+"""The compliance API, for the ``auditor`` and ``platform_admin`` roles.
 
 GET    /audit/records          search (time range, tenant, user, model, event, outcome,
                                endpoint, request id), in log order, cursor-paginated
@@ -11,9 +11,10 @@ DELETE /audit/subjects/{id}    erase a data subject's sealed content (crypto-shr
                                auditor + platform_admin; ``reason`` required)
 PUT    /audit/subjects/{id}/hold, DELETE …/hold   apply or lift a legal hold on a subject
 
-An auditor sees its own tenant's records; an auditor who is also platform_admin sees every
-tenant's. Every call is itself an audit record (event ``audit``), written before the answer:
-who watched the watchers.
+An auditor sees its own tenant's records; a platform_admin sees every tenant's. Acting on the
+log (erasure, legal holds) needs both roles: running the platform alone does not let anyone
+destroy or freeze evidence (separation of duties). Every call is itself an audit record
+(event ``audit``), written before the answer: who watched the watchers.
 """
 
 from __future__ import annotations
@@ -55,16 +56,21 @@ class AuditorScope:
 
     @property
     def tenant_id(self) -> str | None:
-        """None: every tenant (an auditor who is also platform_admin)."""
+        """None: every tenant (a platform_admin)."""
         return self.principal.reach
+
+    @property
+    def may_act(self) -> bool:
+        """Erase a subject's content, apply or lift a legal hold: auditor and platform_admin."""
+        return self.principal.is_platform_admin and "auditor" in self.principal.roles
 
     def covers(self, tenant_id: str | None) -> bool:
         return self.principal.reaches(tenant_id)
 
 
 def require_auditor(principal: Principal) -> AuditorScope:
-    if "auditor" not in principal.roles:
-        raise PermissionDenied("The compliance API requires the auditor role.")
+    if "auditor" not in principal.roles and not principal.is_platform_admin:
+        raise PermissionDenied("The compliance API requires the auditor or platform_admin role.")
     return AuditorScope(principal)
 
 
@@ -74,7 +80,8 @@ def auditor_call(
     authenticator: Authenticator,
     endpoint: str,
 ) -> contextlib.AbstractAsyncContextManager[tuple[Intake, AuditorScope]]:
-    """Authenticate an auditor; every refusal raised inside the block is audited."""
+    """Authenticate an auditor or a platform_admin; every refusal raised inside the block is
+    audited."""
     return authorized_call(request, inference, authenticator, endpoint, "audit", require_auditor)
 
 
@@ -485,5 +492,5 @@ class SubjectsController(Controller):
 
 
 def _require_compliance_officer(scope: AuditorScope) -> None:
-    if scope.tenant_id is not None:
+    if not scope.may_act:
         raise PermissionDenied("Erasure and legal holds need the auditor and platform_admin roles.")

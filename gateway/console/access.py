@@ -63,7 +63,8 @@ class Visit:
 
     @property
     def may_audit(self) -> bool:
-        return "auditor" in self.principal.roles
+        """The audit pages: an auditor (its tenant) or a platform_admin (every tenant)."""
+        return "auditor" in self.principal.roles or self.principal.is_platform_admin
 
     @property
     def may_administer(self) -> bool:

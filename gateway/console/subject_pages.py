@@ -83,7 +83,7 @@ async def subject_page(
         has_more=listing["has_more"],
         all_records_url=f"{RECORDS_PAGE}?{urlencode({'user': subject})}",
         is_held=await compliance.vault.is_held(compliance.log.pseudonym(subject)),
-        may_act=scope.tenant_id is None,
+        may_act=scope.may_act,
         **page,
     )
 

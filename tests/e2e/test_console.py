@@ -2,7 +2,8 @@
 HTTP, real PostgreSQL and Redis, signed checkpoints) and the real OpenID Provider.
 
 People sign in on the provider's own login form. carol is a cardiology auditor, bob a
-radiology tenant_admin, erin a platform_admin who is not an auditor
+radiology tenant_admin, erin a platform_admin who is not an auditor (she reads
+every tenant's log but may not erase or hold)
 (tests/oidc/clients.json). No model is needed: the chat requests that fill the log run on
 the integration stack's fake engine.
 """
@@ -261,25 +262,39 @@ async def test_auditor_cannot_reach_admin_pages(console: Console, page: Any) -> 
     assert refused.status == 403  # a forged-free, well-formed change is still not theirs
 
 
-async def test_a_platform_admin_without_the_auditor_role_cannot_read_the_log(
+async def test_a_platform_admin_reads_every_tenants_log_but_acts_on_it_only_as_auditor(
     console: Console, page: Any
 ) -> None:
-    """Separation of duties: administering the platform does not open the log of what
-    administrators did; erin (platform_admin only) is told so, and refused by address."""
+    """platform_admin sees everything: erin (platform_admin only, tenant cardiology) finds
+    radiology's request too. Erasure and holds need the auditor role as well (separation of
+    duties): she is told so, is shown no such form, and is refused by address."""
     await sign_in(page, console.url, "erin", "platform-admin")
     nav = page.get_by_role("navigation")
     assert await nav.get_by_role("link", name="Tenants").count() == 1
-    assert await nav.get_by_role("link", name="Audit log").count() == 0
-    assert "need the auditor role as well" in await page.inner_text("main")
+    assert await nav.get_by_role("link", name="Audit log").count() == 1
+    assert "need the auditor role" in await page.inner_text("main")
     await screenshot(page, "platform-admin-home")
-    for path in ("/console/audit/records", "/console/audit/integrity", "/console/audit/subjects"):
+    await nav.get_by_role("link", name="Audit log").click()
+    assert await search(page, console.requests["radiology"]) == ["accepted", "outcome"]
+    assert await search(page, console.requests["cardiology"]) == ["accepted", "outcome"]
+    for path in ("/console/audit/integrity", "/console/audit/subjects"):
         response = await page.goto(console.url + path)
         assert response is not None
-        assert response.status == 403, path
-    response = await page.goto(f"{console.url}/console/audit/export?format=jsonl")
-    assert response is not None
-    assert response.status == 403
-    assert console.requests["cardiology"] not in await page.content()
+        assert response.status == 200, path
+    subject = next(
+        r.user_id
+        for r in await console.stack.audit_rows()
+        if r.request_id == console.requests["radiology"] and r.user_id is not None
+    )
+    await page.goto(f"{console.url}/console/audit/subjects?subject={subject}")
+    assert await page.locator("table.records tbody tr").count() >= 1
+    assert await page.locator("form.hold, form.erase").count() == 0
+    refused = await page.request.post(
+        f"{console.url}/console/audit/subjects/{subject}/hold",
+        form={"csrf_token": await csrf_token(page, console.url), "reason": "r"},
+        max_redirects=0,
+    )
+    assert refused.status == 403
 
 
 async def test_posts_without_the_csrf_token_are_refused(console: Console, page: Any) -> None:

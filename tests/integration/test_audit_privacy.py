@@ -242,11 +242,20 @@ async def test_a_tenants_retention_period_decides_when_content_is_shredded(world
 
 
 async def test_only_an_organisation_wide_auditor_erases(world: World) -> None:
+    """A tenant's auditor, a user, and a platform_admin who is not an auditor (who reads the
+    whole log) may neither erase nor hold: acting on evidence needs both roles."""
     request_id = await world.ask(world.alice)
     alice_id = await subject_of(world, request_id)
-    for key in (world.carol, world.alice):
+    erin = await world.stack.key(tenant="ops", user="erin", roles=frozenset({"platform_admin"}))
+    for key in (world.carol, world.alice, erin):
         response = await world.stack.client.delete(
             f"/audit/subjects/{alice_id}", params={"reason": "r"}, headers=world.auth(key)
         )
         assert response.status_code == 403
+        assert response.json()["error"]["code"] == "permission_denied"
+    hold = await world.stack.client.put(
+        f"/audit/subjects/{alice_id}/hold", params={"reason": "r"}, headers=world.auth(erin)
+    )
+    assert hold.status_code == 403
+    assert "auditor and platform_admin" in hold.json()["error"]["message"]
     assert (await world.view(request_id, "accepted"))["content"]["prompt"] is not None

@@ -178,6 +178,19 @@ async def test_another_tenants_record_is_not_found(world: World) -> None:
     assert response.json()["error"]["code"] == "record_not_found"
 
 
+async def test_a_platform_admin_reads_every_tenant_and_the_reading_is_recorded(
+    world: World,
+) -> None:
+    """platform_admin without auditor: the whole log, as the console's platform_admin sees it."""
+    erin = await world.stack.key(tenant="ops", user="erin", roles=frozenset({"platform_admin"}))
+    listing = await world.get(erin, "/audit/records", event="accepted")
+    assert request_ids(listing) == set(world.requests.values())
+    looks = [r for r in await world.stack.audit_rows() if r.event == "audit"]
+    assert [(r.target, r.change["filters"]) for r in looks] == [
+        ("audit:search", {"event": "accepted"})
+    ]
+
+
 async def test_non_auditors_are_refused_and_the_refusal_is_recorded(world: World) -> None:
     response = await world.stack.client.get(
         "/audit/records", headers={"Authorization": f"Bearer {world.alice}"}
