@@ -35,7 +35,7 @@ from gateway.api.intake import Intake, authorized_call, record_action
 from gateway.audit import proofs
 from gateway.audit.compliance import Compliance, record_view
 from gateway.audit.content import LegalHold
-from gateway.audit.search import Filters, decode_cursor, encode_cursor, find, search
+from gateway.audit.search import MAX_SEQ, Filters, decode_cursor, encode_cursor, find, search
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.principal import Principal
 from gateway.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
@@ -134,7 +134,7 @@ def filters_of(query: dict[str, str], scope: AuditorScope, compliance: Complianc
 
 def _size(query: dict[str, str], param: str) -> int:
     raw = query.get(param, "")
-    if not raw.isdigit() or len(raw) > 19:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_SEQ:
         raise InvalidRequest(f"{param} must be a tree size (a whole number).", param=param)
     return int(raw)
 
@@ -142,7 +142,7 @@ def _size(query: dict[str, str], param: str) -> int:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 4 or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}.", param="limit")
     return int(raw)
 
@@ -187,7 +187,7 @@ async def look_up_record(
     """Record ``seq`` with its inclusion proof, if within the auditor's reach (else as if
     it did not exist); the look is recorded before it is shown."""
     async with compliance.engine.connect() as conn:
-        found = await find(conn, seq) if seq >= 0 else None
+        found = await find(conn, seq)
     if found is None or not scope.covers(found.tenant_id):
         raise NotFound(f"No audit record {seq}.", code="record_not_found")
     await record_action(inference, intake, target=f"audit:record:{seq}", change={}, event="audit")

@@ -35,7 +35,8 @@ def logit_bias(value: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
         )
     pairs = []
     for token, bias in value.items():
-        if not token.isdigit() or not -100 <= bias <= 100:
+        is_token_id = token.isascii() and token.isdigit() and len(token) <= 10
+        if not is_token_id or not -100 <= bias <= 100:
             raise InvalidRequest(
                 f"Invalid logit_bias entry {token!r}: {bias!r}; keys are token ids and "
                 "values from -100 to 100.",

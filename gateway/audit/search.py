@@ -21,6 +21,8 @@ from gateway.errors import InvalidRequest
 
 Outcome = Literal["success", "error"]
 EXPORT_CHUNK = 500
+MAX_SEQ = 2**63 - 1
+"""The largest sequence number PostgreSQL's BIGINT holds."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ async def search_all(
 
 
 async def find(conn: AsyncConnection, seq: int) -> Found | None:
+    """Record ``seq``; None if there is none (a number no BIGINT holds included)."""
+    if not 0 <= seq <= MAX_SEQ:
+        return None
     row = (await conn.execute(_query(Filters()).where(AuditLogEntry.seq == seq))).first()
     return _found(row) if row else None
 
@@ -140,8 +145,10 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind == "seq" and value.isdigit():
-            return int(value)
+        if kind == "seq" and value.isascii() and value.isdigit() and len(value) <= 19:
+            seq = int(value)
+            if seq <= MAX_SEQ:
+                return seq
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise InvalidRequest("cursor is not one this API returned.", param="cursor")

@@ -17,7 +17,7 @@ from litestar.response import Redirect, Template
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.api.admin.keys import create_service_key, revoke_in_scope
+from gateway.api.admin.keys import MAX_SERVICE_KEY_DAYS, create_service_key, revoke_in_scope
 from gateway.api.admin.scope import AdminScope, require_admin
 from gateway.console.access import ConsoleServices, Visit, console_call
 from gateway.db.models import ApiKey, User
@@ -54,8 +54,11 @@ async def keys_page(
 def key_request(form: dict[str, Any]) -> ServiceKeyRequest:
     """The form's fields as the admin API's request body."""
     days = str(form.get("expires_in_days") or "").strip()
-    if days and not days.isdigit():
-        raise InvalidRequest("Days until expiry must be a whole number.", param="expires_in_days")
+    if days and not (days.isascii() and days.isdigit() and len(days) <= 6):
+        raise InvalidRequest(
+            f"Days until expiry must be a whole number from 1 to {MAX_SERVICE_KEY_DAYS}.",
+            param="expires_in_days",
+        )
     return ServiceKeyRequest(
         user_id=str(form.get("user_id") or ""),
         name=str(form.get("name") or ""),

@@ -239,3 +239,37 @@ async def test_a_refusal_carries_the_request_id_of_its_audit_record(stack: Stack
     ids = [r.headers.get("x-request-id") for r in responses]
     assert all(ids)
     assert set(ids) == refused
+
+
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "param"),
+    [
+        ("/audit/records/99999999999999999999999", 404, None),  # past BIGINT: was a 500
+        ("/audit/records/-1", 404, None),
+        ("/audit/records?limit=%C2%B2", 400, "limit"),  # "²" is a digit to str, not to int()
+        ("/audit/records?limit=" + "9" * 5000, 400, "limit"),  # past int()'s 4,300 digits
+        ("/audit/records?cursor=" + cursor_of("seq:99999999999999999999"), 400, "cursor"),
+        ("/audit/records?cursor=" + cursor_of("seq:\u0663"), 400, "cursor"),
+        ("/audit/consistency?old_size=%C2%B2&new_size=1", 400, "old_size"),
+        ("/audit/consistency?old_size=1&new_size=99999999999999999999", 400, "new_size"),
+    ],
+)
+async def test_numbers_out_of_range_or_not_ascii_are_4xx_on_the_compliance_api(
+    stack: Stack, path: str, status: int, param: str | None
+) -> None:
+    key = await stack.key(
+        tenant="ops", user="officer", roles=frozenset({"auditor", "platform_admin"})
+    )
+    response = await stack.client.get(path, headers=auth(key))
+    assert openai_error(response, status)["param"] == param
+
+
+async def test_a_logit_bias_key_of_non_ascii_digits_is_a_400(stack: Stack) -> None:
+    key = await stack.key()
+    body = {"model": "fake-model", "messages": QUESTION, "logit_bias": {"\u00b2": 1}}
+    response = await stack.client.post(CHAT, json=body, headers=auth(key))
+    assert openai_error(response, 400)["param"] == "logit_bias"

@@ -94,8 +94,9 @@ def test_key_form_becomes_the_admin_apis_request() -> None:
     body = key_request({"user_id": "u", "name": "n", "expires_in_days": "30"})
     assert (body.user_id, body.name, body.expires_in_days) == ("u", "n", 30)
     assert key_request({"user_id": "u", "name": "n", "expires_in_days": ""}).expires_in_days is None
-    with pytest.raises(InvalidRequest):
-        key_request({"user_id": "u", "name": "n", "expires_in_days": "-3"})
+    for days in ("-3", "\u00b2", "9" * 5000):  # "²" is a digit to str but not to int()
+        with pytest.raises(InvalidRequest):
+            key_request({"user_id": "u", "name": "n", "expires_in_days": days})
 
 
 def test_exports_cover_the_whole_search_not_the_page_shown() -> None:
