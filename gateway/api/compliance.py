@@ -86,15 +86,17 @@ def auditor_call(
 
 
 def _time(value: str | None, param: str) -> datetime | None:
+    """The time in UTC (naive times are UTC); one whose UTC form is outside the years 1 to
+    9999 (``0001-01-01T00:00:00+01:00``) is refused like any other bad time."""
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise InvalidRequest(
             f"{param} must be an ISO 8601 time such as 2026-01-31T12:00:00Z.", param=param
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _text(value: str | None, param: str) -> str | None:

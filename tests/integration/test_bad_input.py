@@ -256,6 +256,8 @@ def cursor_of(text: str) -> str:
         ("/audit/records?cursor=" + cursor_of("seq:\u0663"), 400, "cursor"),
         ("/audit/consistency?old_size=%C2%B2&new_size=1", 400, "old_size"),
         ("/audit/consistency?old_size=1&new_size=99999999999999999999", 400, "new_size"),
+        ("/audit/records?since=0001-01-01T00:00:00%2B01:00", 400, "since"),  # year 0 in UTC
+        ("/audit/records?until=9999-12-31T23:59:59-01:00", 400, "until"),  # year 10000
     ],
 )
 async def test_numbers_out_of_range_or_not_ascii_are_4xx_on_the_compliance_api(
