@@ -34,6 +34,7 @@ from gateway.api.completions import CompletionsController
 from gateway.api.compliance import ComplianceController, SubjectsController
 from gateway.api.embeddings import EmbeddingsController
 from gateway.api.health import HealthController, Readiness
+from gateway.api.intake import Gate
 from gateway.api.models import ModelsController
 from gateway.api.ollama.embed import OllamaEmbedController
 from gateway.api.ollama.generation import OllamaGenerationController
@@ -78,6 +79,11 @@ from gateway.settings import (
 def provide_inference(state: State) -> InferenceService:
     service: InferenceService = state.inference
     return service
+
+
+def provide_gate(state: State) -> Gate:
+    gate: Gate = state.gate
+    return gate
 
 
 def provide_authenticator(state: State) -> Authenticator:
@@ -269,6 +275,12 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             metrics=metrics,
             custody=custody,
         )
+        app.state.gate = Gate(
+            app.state.inference,
+            app.state.authenticator,
+            settings.http.max_body_bytes,
+            settings.ollama.aliases,
+        )
         app.state.console = ConsoleServices(
             app.state.inference,
             app.state.authenticator,
@@ -357,6 +369,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         logging_config=None,  # logging is the process's: gateway/logs.py (JSON lines)
         plugins=[tracing_plugin(provider)] if provider is not None else [],
         dependencies={
+            "gate": Provide(provide_gate, sync_to_thread=False),
             "inference": Provide(provide_inference, sync_to_thread=False),
             "authenticator": Provide(provide_authenticator, sync_to_thread=False),
             "databases": Provide(provide_databases, sync_to_thread=False),

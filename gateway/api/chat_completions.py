@@ -12,14 +12,13 @@ from litestar.di import NamedDependency
 from litestar.response import Stream
 
 from gateway.api import sse
-from gateway.api.intake import abandon_unless_settled, admit, collect
+from gateway.api.intake import Gate, abandon_unless_settled, admit, collect
 from gateway.api.logprobs import chat_choice_logprobs, chat_logprobs
 from gateway.api.sampling import sampling_options
 from gateway.api.structured import response_format
 from gateway.api.tools import assistant_tool_calls, tool_message, tools_of
-from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError, InvalidRequest
-from gateway.inference import InferenceRequest, InferenceService, JobRun, service_tier_of
+from gateway.inference import InferenceRequest, JobRun, service_tier_of
 from gateway.queue.protocol import ChatMessage, ToolCall, ToolCallDelta
 from gateway.schemas.chat_completions import (
     AssistantMessage,
@@ -36,7 +35,6 @@ from gateway.schemas.chat_completions import (
     ToolCallOut,
     Usage,
 )
-from gateway.settings import HttpSettings
 
 ENDPOINT = "/v1/chat/completions"
 
@@ -179,15 +177,11 @@ class ChatCompletionsController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[Authenticator],
-        http_settings: NamedDependency[HttpSettings],
+        gate: NamedDependency[Gate],
     ) -> Response[Any]:
         body, _, run = await admit(
             request,
-            inference,
-            authenticator,
-            http_settings.max_body_bytes,
+            gate,
             endpoint=ENDPOINT,
             id_prefix="chatcmpl",
             schema=ChatCompletionRequest,

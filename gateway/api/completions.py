@@ -12,12 +12,11 @@ from litestar.di import NamedDependency
 from litestar.response import Stream
 
 from gateway.api import sse
-from gateway.api.intake import abandon_unless_settled, admit, collect
+from gateway.api.intake import Gate, abandon_unless_settled, admit, collect
 from gateway.api.logprobs import completion_logprobs, legacy_logprobs
 from gateway.api.sampling import refuse_unsupported, sampling_options
-from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError, InvalidRequest
-from gateway.inference import InferenceRequest, InferenceService, JobRun
+from gateway.inference import InferenceRequest, JobRun
 from gateway.schemas.chat_completions import Usage
 from gateway.schemas.completions import (
     Completion,
@@ -25,7 +24,6 @@ from gateway.schemas.completions import (
     CompletionLogprobs,
     CompletionRequest,
 )
-from gateway.settings import HttpSettings
 
 ENDPOINT = "/v1/completions"
 
@@ -105,15 +103,11 @@ class CompletionsController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[Authenticator],
-        http_settings: NamedDependency[HttpSettings],
+        gate: NamedDependency[Gate],
     ) -> Response[Any]:
         body, job, run = await admit(
             request,
-            inference,
-            authenticator,
-            http_settings.max_body_bytes,
+            gate,
             endpoint=ENDPOINT,
             id_prefix="cmpl",
             schema=CompletionRequest,

@@ -8,10 +8,9 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 
 from gateway.api.embedding_inputs import openai_inputs
-from gateway.api.intake import admit, collect
+from gateway.api.intake import Gate, admit, collect
 from gateway.api.vectors import base64_text, floats
-from gateway.auth.authenticator import Authenticator
-from gateway.inference import InferenceRequest, InferenceService, JobRun
+from gateway.inference import InferenceRequest, JobRun
 from gateway.queue.protocol import EmbedInputs, SamplingOptions
 from gateway.schemas.embeddings import (
     Embedding,
@@ -19,7 +18,6 @@ from gateway.schemas.embeddings import (
     EmbeddingRequest,
     EmbeddingUsage,
 )
-from gateway.settings import HttpSettings
 
 ENDPOINT = "/v1/embeddings"
 
@@ -51,16 +49,12 @@ class EmbeddingsController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[Authenticator],
-        http_settings: NamedDependency[HttpSettings],
+        gate: NamedDependency[Gate],
     ) -> Response[EmbeddingList]:
         """One vector per input: ``encoding_format`` float or base64 (float32 LE)."""
         body, _, run = await admit(
             request,
-            inference,
-            authenticator,
-            http_settings.max_body_bytes,
+            gate,
             endpoint=ENDPOINT,
             id_prefix="embd",
             schema=EmbeddingRequest,

@@ -15,6 +15,7 @@ a person's records (the HMAC of their id).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -29,6 +30,7 @@ GENESIS_PREV = "0" * 64
 ENVELOPE_KEYS = frozenset({"fields", "prev", "seq"})
 
 
+@functools.lru_cache(maxsize=4096)  # the same few users and keys, two records a request
 def pseudonym(key: bytes, identity: str) -> str:
     """The stable pseudonym of a user (or subject) id under the pseudonymisation key."""
     return hmac.new(key, identity.encode(), hashlib.sha256).hexdigest()

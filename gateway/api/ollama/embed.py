@@ -13,10 +13,9 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 
 from gateway.api.embedding_inputs import ollama_inputs
-from gateway.api.intake import Intake, collect, received, start
+from gateway.api.intake import Gate, Intake, collect, received, start
 from gateway.api.ollama.translate import enclave_name, nanoseconds
 from gateway.api.vectors import floats
-from gateway.auth.authenticator import Authenticator
 from gateway.auth.principal import Principal
 from gateway.inference import InferenceRequest, InferenceService, JobRun, check_task
 from gateway.queue.protocol import EmbedInputs, SamplingOptions
@@ -26,7 +25,6 @@ from gateway.schemas.ollama_embed import (
     EmbedRequest,
     EmbedResponse,
 )
-from gateway.settings import HttpSettings, OllamaSettings
 
 EMBED = "/api/embed"
 EMBEDDINGS = "/api/embeddings"
@@ -62,25 +60,20 @@ class OllamaEmbedController(Controller):
     async def embed(
         self,
         request: Request[Any, Any, Any],
-        inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[Authenticator],
-        http_settings: NamedDependency[HttpSettings],
-        ollama_settings: NamedDependency[OllamaSettings],
+        gate: NamedDependency[Gate],
     ) -> Response[EmbedResponse]:
         """Ollama's embeddings: ``input`` (string or strings), ``truncate``, ``dimensions``."""
         started = time.perf_counter()
         async with received(
             request,
-            inference,
-            authenticator,
-            http_settings.max_body_bytes,
+            gate,
             endpoint=EMBED,
             id_prefix="embed",
             schema=EmbedRequest,
         ) as (intake, principal, body):
-            model = enclave_name(body.model, ollama_settings.aliases)
+            model = enclave_name(body.model, gate.ollama_aliases)
             inputs = EmbedInputs(ollama_inputs(body.input), body.dimensions, body.truncate)
-            run = await embed(request, inference, intake, principal, model, inputs)
+            run = await embed(request, gate.inference, intake, principal, model, inputs)
         if run is not None:
             await collect(request, run)
         answer = EmbedResponse(
@@ -96,24 +89,19 @@ class OllamaEmbedController(Controller):
     async def embeddings(
         self,
         request: Request[Any, Any, Any],
-        inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[Authenticator],
-        http_settings: NamedDependency[HttpSettings],
-        ollama_settings: NamedDependency[OllamaSettings],
+        gate: NamedDependency[Gate],
     ) -> Response[EmbeddingsResponse]:
         """Ollama's older embeddings call: one ``prompt``, one ``embedding``."""
         async with received(
             request,
-            inference,
-            authenticator,
-            http_settings.max_body_bytes,
+            gate,
             endpoint=EMBEDDINGS,
             id_prefix="embeddings",
             schema=EmbeddingsRequest,
         ) as (intake, principal, body):
-            model = enclave_name(body.model, ollama_settings.aliases)
+            model = enclave_name(body.model, gate.ollama_aliases)
             inputs = EmbedInputs((body.prompt,) if body.prompt else (), truncate=True)
-            run = await embed(request, inference, intake, principal, model, inputs)
+            run = await embed(request, gate.inference, intake, principal, model, inputs)
         if run is not None:
             await collect(request, run)
         vector = floats(run.vectors[0]) if run else []

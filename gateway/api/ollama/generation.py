@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
-from gateway.api.intake import abandon_unless_settled, collect, received, start
+from gateway.api.intake import Gate, abandon_unless_settled, collect, received, start
 from gateway.api.ollama.translate import (
     Clock,
     chat_request,
@@ -24,9 +24,8 @@ from gateway.api.ollama.translate import (
     ollama_tool_calls,
     timestamp,
 )
-from gateway.auth.authenticator import Authenticator
 from gateway.errors import EnclaveError
-from gateway.inference import InferenceRequest, InferenceService, JobRun
+from gateway.inference import InferenceRequest, JobRun
 from gateway.queue.protocol import TokenLogprob
 from gateway.schemas.ollama import (
     AssistantMessage,
@@ -36,7 +35,6 @@ from gateway.schemas.ollama import (
     GenerateRequest,
     ToolCall,
 )
-from gateway.settings import HttpSettings, OllamaSettings
 
 CHAT = "/api/chat"
 GENERATE = "/api/generate"
@@ -131,10 +129,7 @@ def is_empty_generate(body: GenerateRequest) -> bool:
 
 async def generation(
     request: Request[Any, Any, Any],
-    inference: InferenceService,
-    authenticator: Authenticator,
-    max_body_bytes: int,
-    aliases: dict[str, str],
+    gate: Gate,
     endpoint: str,
     schema: type[B],
     convert: Callable[[B, str, str], InferenceRequest],
@@ -144,20 +139,14 @@ async def generation(
     """Either endpoint: load (nothing to run), or run and answer, streaming or not."""
     clock = Clock()
     async with received(
-        request,
-        inference,
-        authenticator,
-        max_body_bytes,
-        endpoint=endpoint,
-        id_prefix=endpoint.removeprefix("/api/"),
-        schema=schema,
+        request, gate, endpoint=endpoint, id_prefix=endpoint.removeprefix("/api/"), schema=schema
     ) as (intake, principal, body):
-        model = enclave_name(body.model, aliases)
+        model = enclave_name(body.model, gate.ollama_aliases)
         if is_load(body):
-            await inference.find_worker(model, principal)
+            await gate.inference.find_worker(model, principal)
             return Response(loaded(piece(body.model, timestamp(), "", [])))
         job = convert(body, endpoint, model)
-        run = await start(request, inference, intake, principal, job)
+        run = await start(request, gate.inference, intake, principal, job)
     wants_logprobs = job.sampling.logprobs is not None
     return await answer(request, run, body.model, body.stream, piece, clock, wants_logprobs)
 
@@ -169,18 +158,12 @@ class OllamaGenerationController(Controller):
     async def chat(
         self,
         request: Request[Any, Any, Any],
-        inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[Authenticator],
-        http_settings: NamedDependency[HttpSettings],
-        ollama_settings: NamedDependency[OllamaSettings],
+        gate: NamedDependency[Gate],
     ) -> Response[Any]:
         """Ollama's chat: ``messages``, ``stream`` (default true), ``options``."""
         return await generation(
             request,
-            inference,
-            authenticator,
-            http_settings.max_body_bytes,
-            ollama_settings.aliases,
+            gate,
             CHAT,
             ChatRequest,
             chat_request,
@@ -192,18 +175,12 @@ class OllamaGenerationController(Controller):
     async def generate(
         self,
         request: Request[Any, Any, Any],
-        inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[Authenticator],
-        http_settings: NamedDependency[HttpSettings],
-        ollama_settings: NamedDependency[OllamaSettings],
+        gate: NamedDependency[Gate],
     ) -> Response[Any]:
         """Ollama's completion: ``prompt``, ``system``, ``raw``, ``stream``, ``options``."""
         return await generation(
             request,
-            inference,
-            authenticator,
-            http_settings.max_body_bytes,
-            ollama_settings.aliases,
+            gate,
             GENERATE,
             GenerateRequest,
             generate_request,

@@ -17,7 +17,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, head, post
 from litestar.di import NamedDependency
 
-from gateway.api.intake import anyone, authorized_call, received
+from gateway.api.intake import Gate, anyone, authorized_call, received
 from gateway.api.ollama.translate import enclave_name, ollama_names, timestamp
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import InvalidRequest, PermissionDenied
@@ -174,25 +174,22 @@ class OllamaModelsController(Controller):
     async def show(
         self,
         request: Request[Any, Any, Any],
-        inference: NamedDependency[InferenceService],
-        authenticator: NamedDependency[Authenticator],
-        ollama_settings: NamedDependency[OllamaSettings],
+        gate: NamedDependency[Gate],
     ) -> Show:
         async with received(
             request,
-            inference,
-            authenticator,
-            MAX_SHOW_BYTES,
+            gate,
             endpoint="/api/show",
             id_prefix="show",
             schema=ModelRequest,
+            max_body_bytes=MAX_SHOW_BYTES,
         ) as (_, principal, body):
             name = body.model or body.name
             if not name:
                 raise InvalidRequest("model is required", param="model")
-            model = enclave_name(name, ollama_settings.aliases)
-            worker = await inference.find_worker(model, principal)
-            card = await inference.queue.model_card(worker.worker_id)
+            model = enclave_name(name, gate.ollama_aliases)
+            worker = await gate.inference.find_worker(model, principal)
+            card = await gate.inference.queue.model_card(worker.worker_id)
         return Show(
             modelfile=f"# Served by Enclave: {model}\nFROM {model}\n",
             parameters=parameters(card),
