@@ -3,10 +3,13 @@
 
 One real gateway process (``enclave serve``), its audit log in a fresh PostgreSQL database,
 Redis, and the benchmark-only instant worker (``tests/bench/instant_worker.py``: the real
-Consumer on an engine that answers "ok" at once). A small asyncio load generator (aiohttp,
-closed loop: each client sends its next request when the last one ends) drives non-streaming
-chat completions at several concurrencies. Prints requests/s and latency percentiles (all of
-it is added latency: the engine takes no time) and writes them to bench-results/gateway.json.
+Consumer on an engine that answers "ok" at once). A small asyncio load generator (aiohttp)
+drives non-streaming chat completions: closed loop at several concurrencies (each client
+sends its next request when the last one ends: the most the gateway serves), then Poisson
+arrivals at shares of that most (the latency at a load it keeps up with, without the queue
+a saturated closed loop builds). Prints requests/s and latency percentiles (all of it is
+added latency: the engine takes no time) and writes them to bench-results/gateway.json.
+ENCLAVE_BENCH_CLIENTS (default 1,16,64) and ENCLAVE_BENCH_OPEN_LOOP=0 narrow a run.
 
     ENCLAVE_BENCH_POSTGRES=postgresql+asyncpg://postgres@127.0.0.1:5432/test \\
         .venv/bin/python -m tests.bench.bench_gateway        (``make bench``)
@@ -19,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -37,7 +42,9 @@ from tests.conftest import create_database, drop_database
 from tests.processes import Processes, wait_for, worker_id_of
 
 MODEL = "instant"
-CONCURRENCIES = (1, 16, 64)
+CONCURRENCIES = tuple(int(c) for c in os.environ.get("ENCLAVE_BENCH_CLIENTS", "1,16,64").split(","))
+RATE_SHARES = (0.25, 0.5, 0.75) if os.environ.get("ENCLAVE_BENCH_OPEN_LOOP", "1") == "1" else ()
+"""Open-loop rates, as shares of the most requests/s a closed loop reached."""
 WARMUP_S = 3.0
 MEASURE_S = float(os.environ.get("ENCLAVE_BENCH_SECONDS", "10"))
 RESULTS = Path("bench-results")
@@ -45,7 +52,8 @@ RESULTS = Path("bench-results")
 
 @dataclass(frozen=True)
 class Row:
-    concurrency: int
+    load: str
+    """``c64``: closed loop, 64 clients; ``r250``: Poisson arrivals at 250 requests/s."""
     requests: int
     errors: int
     requests_per_s: float
@@ -70,45 +78,89 @@ def cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-async def drive(base_url: str, key: str, concurrency: int, gateway: psutil.Process) -> Row:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    headers = {"Authorization": f"Bearer {key}"}
-    latencies: list[float] = []
-    errors = 0
-    measuring = False
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+
+class Load:
+    """Requests against one gateway, timed once the warm-up is over."""
+
+    def __init__(self, base_url: str, key: str, gateway: psutil.Process) -> None:
+        self.url = f"{base_url}/v1/chat/completions"
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.gateway = gateway
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.measuring = False
+        self.session: aiohttp.ClientSession  # while ``run`` runs
+
+    async def one(self) -> None:
+        started = time.perf_counter()
+        async with self.session.post(self.url, json=BODY) as response:
+            await response.read()
+            ok = response.status == 200
+        if self.measuring:
+            self.latencies.append(time.perf_counter() - started)
+            self.errors += 0 if ok else 1
+
+    async def run(self, load: str, senders: Coroutine[Any, Any, Any], limit: int) -> Row:
+        connector = aiohttp.TCPConnector(limit=limit)
+        async with aiohttp.ClientSession(headers=self.headers, connector=connector) as session:
+            self.session = session
+            sending = asyncio.create_task(senders)
+            await asyncio.sleep(WARMUP_S)  # a warm-up period, not a synchronisation
+            self.measuring, started, cpu_started = True, time.monotonic(), cpu_seconds(self.gateway)
+            await sending
+            elapsed = time.monotonic() - started
+            cpu_ms = (cpu_seconds(self.gateway) - cpu_started) * 1000 / max(1, len(self.latencies))
+        ordered = sorted(self.latencies)
+        return Row(
+            load=load,
+            requests=len(ordered),
+            errors=self.errors,
+            requests_per_s=len(ordered) / elapsed,
+            p50_ms=percentile(ordered, 0.50) * 1000,
+            p90_ms=percentile(ordered, 0.90) * 1000,
+            p99_ms=percentile(ordered, 0.99) * 1000,
+            gateway_cpu_ms=cpu_ms,
+            cpu_bound_rps=1000 / cpu_ms if cpu_ms else float("nan"),
+        )
+
+
+async def closed_loop(base_url: str, key: str, clients: int, gateway: psutil.Process) -> Row:
+    """``clients`` clients, each sending its next request when the last one ends."""
+    load = Load(base_url, key, gateway)
     deadline = time.monotonic() + WARMUP_S + MEASURE_S
 
-    async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
+    async def client() -> None:
         while time.monotonic() < deadline:
-            started = time.perf_counter()
-            async with session.post(f"{base_url}/v1/chat/completions", json=body) as response:
-                await response.read()
-                ok = response.status == 200
-            if measuring:
-                latencies.append(time.perf_counter() - started)
-                errors += 0 if ok else 1
+            await load.one()
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-        tasks = [asyncio.create_task(client(session)) for _ in range(concurrency)]
-        await asyncio.sleep(WARMUP_S)  # a warm-up period, not a synchronisation
-        measuring, started, cpu_started = True, time.monotonic(), cpu_seconds(gateway)
+    async def senders() -> None:
+        await asyncio.gather(*(client() for _ in range(clients)))
+
+    return await load.run(f"c{clients}", senders(), clients)
+
+
+async def open_loop(base_url: str, key: str, rate: float, gateway: psutil.Process) -> Row:
+    """Poisson arrivals at ``rate`` requests/s whatever the gateway's pace (a connection
+    each as needed): the latency at that load, without the queue that a closed loop at
+    saturation builds in front of the gateway."""
+    load = Load(base_url, key, gateway)
+    arrivals = random.Random(8)
+
+    async def senders() -> None:
+        t0 = time.perf_counter()
+        at = arrivals.expovariate(rate)
+        tasks = []
+        while at < WARMUP_S + MEASURE_S:
+            delay = at - (time.perf_counter() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)  # the schedule of arrivals, not a synchronisation
+            tasks.append(asyncio.create_task(load.one()))
+            at += arrivals.expovariate(rate)
         await asyncio.gather(*tasks)
-        elapsed = time.monotonic() - started
-        cpu_ms = (cpu_seconds(gateway) - cpu_started) * 1000 / max(1, len(latencies))
-    ordered = sorted(latencies)
-    return Row(
-        concurrency=concurrency,
-        requests=len(ordered),
-        errors=errors,
-        requests_per_s=len(ordered) / elapsed,
-        p50_ms=percentile(ordered, 0.50) * 1000,
-        p90_ms=percentile(ordered, 0.90) * 1000,
-        p99_ms=percentile(ordered, 0.99) * 1000,
-        gateway_cpu_ms=cpu_ms,
-        cpu_bound_rps=1000 / cpu_ms if cpu_ms else float("nan"),
-    )
+
+    return await load.run(f"r{rate:.0f}", senders(), 0)
 
 
 @contextmanager
@@ -236,19 +288,26 @@ def main() -> None:
                 gateway, base_url = processes.gateway()
                 with profiled(gateway.pid):
                     process = psutil.Process(gateway.pid)
-                    rows = [asyncio.run(drive(base_url, key, c, process)) for c in CONCURRENCIES]
+                    rows = [
+                        asyncio.run(closed_loop(base_url, key, c, process)) for c in CONCURRENCIES
+                    ]
+                    most = max(row.requests_per_s for row in rows)
+                    rows += [
+                        asyncio.run(open_loop(base_url, key, share * most, process))
+                        for share in RATE_SHARES
+                    ]
         finally:
             processes.stop_all()
             redis_process.terminate()
             redis_process.wait()
     print("Gateway capacity (instant engine; audit on PostgreSQL; one gateway process)")
     print(
-        f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f"{'load':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"
         f" {'CPU ms/req':>11} {'req/s per core':>15}"
     )
     for row in rows:
         print(
-            f"{row.concurrency:>8} {row.requests_per_s:>8.0f} {row.p50_ms:>8.1f} "
+            f"{row.load:>8} {row.requests_per_s:>8.0f} {row.p50_ms:>8.1f} "
             f"{row.p90_ms:>8.1f} {row.p99_ms:>8.1f} {row.errors:>7}"
             f" {row.gateway_cpu_ms:>11.2f} {row.cpu_bound_rps:>15.0f}"
         )
