@@ -61,7 +61,7 @@ from gateway.queue.protocol import (
 from gateway.queue.schedule import estimated_tokens
 from gateway.quotas.admission import Decision
 from gateway.quotas.service import Quotas, ratelimit_headers
-from gateway.telemetry import current_context_carrier
+from gateway.telemetry import current_context_carrier, span
 
 logger = logging.getLogger("enclave.inference")
 
@@ -352,19 +352,17 @@ class InferenceService:
                 code="queue_full",
                 retry_after_s=await self.queue.wait_estimate_s(request.model),
             )
-        with self.tracer.start_as_current_span("admission"):
+        with span(self.tracer, "admission"):
             limits = await self._admit(principal, request_id, request, max_tokens)
         run = JobRun(request_id, _placeholder, _no_events(), self, principal, request, opened_at)
         is_accepted = False
         try:
-            with self.tracer.start_as_current_span("audit"):
+            with span(self.tracer, "audit"):
                 entry = self._entry(principal, request_id, request, "accepted", 202)
                 sealed = await self._seal(principal, request_id, "prompt", request.text)
                 await self.audit.append(replace(entry, prompt_sealed=sealed))
             is_accepted = True
-            with self.tracer.start_as_current_span(
-                "enqueue", attributes={"enclave.request_id": request_id}
-            ):
+            with span(self.tracer, "enqueue", {"enclave.request_id": request_id}):
                 job = Job(
                     id=request_id,
                     model=request.model,

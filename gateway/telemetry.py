@@ -9,7 +9,9 @@ so the worker's spans (queue wait, engine generate with its first token) join th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -38,6 +40,20 @@ def tracer_provider(settings: TelemetrySettings, role: str) -> TracerProvider | 
 def tracer_of(provider: trace.TracerProvider | None) -> trace.Tracer:
     """The provider's tracer, or one that records nothing."""
     return provider.get_tracer(TRACER_NAME) if provider is not None else trace.NoOpTracer()
+
+
+_UNTRACED: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
+def span(
+    tracer: trace.Tracer, name: str, attributes: Mapping[str, Any] | None = None
+) -> contextlib.AbstractContextManager[Any]:
+    """``tracer.start_as_current_span``; with tracing off, nothing at all: the no-op tracer
+    still makes a span and attaches a context for it (about 3% of the gateway's CPU per
+    request at load, for four spans)."""
+    if isinstance(tracer, trace.NoOpTracer):
+        return _UNTRACED
+    return tracer.start_as_current_span(name, attributes=attributes)
 
 
 def current_context_carrier() -> dict[str, str]:

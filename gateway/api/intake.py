@@ -27,6 +27,7 @@ from gateway.errors import ClientDisconnected, EnclaveError, InvalidRequest, Pay
 from gateway.inference import InferenceRequest, InferenceService, JobRun
 from gateway.logs import request_context
 from gateway.schemas.decoding import decode_body
+from gateway.telemetry import span
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -104,7 +105,7 @@ async def authorized_call(
     """Authenticate the caller and check its rights with ``require`` (a request id of
     ``kind``); every refusal raised inside the block is audited."""
     async with audited(inference, new_request_id(kind), endpoint) as intake:
-        with inference.tracer.start_as_current_span("authenticate"):
+        with span(inference.tracer, "authenticate"):
             principal = await authenticate(request, authenticator, intake)
         yield intake, require(principal)
 
