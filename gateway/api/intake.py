@@ -157,19 +157,34 @@ async def _wait_for_disconnect(request: Request[Any, Any, Any]) -> None:
 
 
 async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
-    """Await ``work``; cancel it and raise ClientDisconnected if the client goes away first."""
-    work_task = asyncio.ensure_future(work)
+    """Await ``work``; cancel it and raise ClientDisconnected if the client goes away first.
+
+    ``work`` runs in the calling task, and a watcher cancels that task if the client leaves:
+    no task of its own for the work and no ``asyncio.wait`` (two of each per request cost
+    about 4% of the gateway's CPU at load)."""
+    task = asyncio.current_task()
+    assert task is not None
+    watching = True
+    left = False
+
+    def on_watcher_done(watcher: asyncio.Future[None]) -> None:
+        nonlocal left
+        if watching and not watcher.cancelled():
+            watcher.exception()  # retrieved: whatever ended the watch, the client is gone
+            left = True
+            task.cancel()
+
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    watcher.add_done_callback(on_watcher_done)
     try:
-        done, _ = await asyncio.wait({work_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except BaseException:
+        if left and task.uncancel() == 0:  # cancelled by the watcher alone
+            raise ClientDisconnected from None
+        raise
     finally:
+        watching = False
         watcher.cancel()
-    if work_task in done:
-        return work_task.result()
-    work_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await work_task
-    raise ClientDisconnected
 
 
 QUEUE_TIMEOUT_HEADER = "x-enclave-queue-timeout"
